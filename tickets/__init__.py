@@ -1,0 +1,48 @@
+"""torch-tickets: find lottery tickets for any PyTorch model, with torch.nn.utils.prune.
+
+The public API lives here; see ``docs/`` for guides.
+"""
+
+from tickets.guard import install_guard
+from tickets.methods import (
+    FixedMask,
+    MagnitudePruning,
+    MaskedWeight,
+    RandomPruning,
+    global_magnitude_prune,
+    global_random_prune,
+    is_pruned_tensor,
+    magnitude_prune,
+    masks,
+    pruned_parameters,
+    random_prune,
+)
+from tickets.rewind import enforce_masks, rewind, snapshot
+from tickets.selection import find_classifier, find_stem, prunable_parameters
+from tickets.ticket import SparsityReport, Ticket, sparsity_report
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FixedMask",
+    "MagnitudePruning",
+    "MaskedWeight",
+    "RandomPruning",
+    "SparsityReport",
+    "Ticket",
+    "enforce_masks",
+    "find_classifier",
+    "find_stem",
+    "global_magnitude_prune",
+    "global_random_prune",
+    "install_guard",
+    "is_pruned_tensor",
+    "magnitude_prune",
+    "masks",
+    "prunable_parameters",
+    "pruned_parameters",
+    "random_prune",
+    "rewind",
+    "snapshot",
+    "sparsity_report",
+]

@@ -1,0 +1,314 @@
+"""Tickets: masks plus the weights to rewind to, saved and applied portably."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tickets import methods
+from tickets.guard import install_guard
+from tickets.rewind import rewind as _rewind
+
+__all__ = ["Ticket", "SparsityReport", "sparsity_report", "atomic_save"]
+
+FORMAT = "torch-tickets/ticket"
+VERSION = 1
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place.
+
+    A crash mid-write leaves the previous file intact instead of a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _check_json(value: Any, what: str) -> None:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{what} must hold only JSON values (numbers, strings, lists, dicts): {e}") from None
+
+
+@dataclass
+class Ticket:
+    """A lottery ticket: which weights survive, and the weights to start them from.
+
+    Attributes:
+        masks: ``{qualified name: bool tensor}``, e.g. ``{"layer1.0.conv1.weight": ...}``,
+            one per pruned tensor (True = the weight survives).
+        rewind_state: the weights to train the ticket from, as an unpruned state_dict
+            (pruned entries zero), or None for masks only.
+        history: one JSON-able dict per round of the search that found the ticket.
+        meta: JSON-able facts about the run (architecture, data, settings).
+    """
+
+    masks: dict[str, torch.Tensor]
+    rewind_state: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.masks, Mapping) or not self.masks:
+            raise ValueError("masks must be a non-empty mapping of qualified names to bool tensors")
+        clean = {}
+        for key, mask in self.masks.items():
+            if not isinstance(mask, torch.Tensor):
+                raise TypeError(f"masks[{key!r}] must be a tensor; got {type(mask).__name__}")
+            if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
+                raise ValueError(f"masks[{key!r}] must be binary (bool or 0/1)")
+            clean[str(key)] = mask.detach().bool().cpu()
+        self.masks = clean
+        if self.rewind_state is not None:
+            self.rewind_state = {k: v.detach().cpu() for k, v in self.rewind_state.items()}
+            for key, mask in self.masks.items():
+                w = self.rewind_state.get(key)
+                if w is not None and w.shape != mask.shape:
+                    raise ValueError(
+                        f"rewind_state[{key!r}] has shape {tuple(w.shape)} but its mask has "
+                        f"shape {tuple(mask.shape)}"
+                    )
+        self.history = list(self.history)
+        self.meta = dict(self.meta)
+        _check_json(self.history, "history")
+        _check_json(self.meta, "meta")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        rewind_state: Mapping[str, torch.Tensor] | None = None,
+        history: list[dict[str, Any]] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Ticket:
+        """The ticket of a pruned ``model``: its masks, and ``rewind_state`` masked by them.
+
+        Args:
+            model: a model pruned with this library or torch's methods.
+            rewind_state: weights to rewind to (e.g. :func:`tickets.snapshot` taken at
+                iteration k), unpruned or pruned key form; None keeps masks only.
+            history: per-round records; meta: facts about the run.
+        """
+        found = methods.masks(model)
+        if not found:
+            raise ValueError(f"{type(model).__name__} has no pruned tensor: prune it before making a Ticket")
+        state = None
+        if rewind_state is not None:
+            state = {}
+            for key, value in rewind_state.items():
+                if key.endswith("_mask") and key[: -len("_mask")] in found:
+                    continue
+                if key.endswith("_orig") and key[: -len("_orig")] in found:
+                    key = key[: -len("_orig")]
+                state[key] = value.detach().cpu().clone()
+            for key, mask in found.items():
+                if key not in state:
+                    raise KeyError(f"rewind_state has no entry for pruned tensor {key!r}")
+                state[key] = state[key] * mask.to(state[key].dtype)
+        return cls(found, state, history or [], meta or {})
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def layer_sparsity(self) -> dict[str, float]:
+        """Fraction of pruned weights per tensor."""
+        return {k: 1.0 - float(m.sum()) / m.numel() for k, m in self.masks.items()}
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of pruned weights over all pruned tensors together."""
+        total = sum(m.numel() for m in self.masks.values())
+        return 1.0 - sum(int(m.sum()) for m in self.masks.values()) / total
+
+    def __repr__(self) -> str:
+        rewind = "with rewind state" if self.rewind_state is not None else "masks only"
+        return (
+            f"Ticket({len(self.masks)} tensors, sparsity {self.sparsity:.2%}, {rewind}, "
+            f"{len(self.history)} rounds)"
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the ticket to ``path`` (atomically; loadable with ``weights_only=True``).
+
+        Masks are stored bit-packed as bool tensors, history and meta as JSON text.
+        """
+        payload = {
+            "format": FORMAT,
+            "version": VERSION,
+            "masks": self.masks,
+            "rewind_state": self.rewind_state,
+            "history": json.dumps(self.history),
+            "meta": json.dumps(self.meta),
+        }
+        return atomic_save(payload, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Ticket:
+        """Read a ticket written by :meth:`save`.
+
+        Loading uses ``torch.load(weights_only=True)``: a file that carries code (any
+        pickled object other than tensors and plain containers) is refused.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            ValueError: the file is not a ticket, or it holds code.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no ticket file at {str(path)!r}")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise ValueError(
+                f"{str(path)!r} was refused: it holds objects other than tensors and plain data "
+                f"(possibly code), so it is not a ticket file written by Ticket.save ({e})"
+            ) from None
+        except Exception as e:
+            raise ValueError(f"{str(path)!r} is not a readable ticket file: {e}") from None
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise ValueError(f"{str(path)!r} is not a ticket file written by Ticket.save")
+        if payload.get("version") != VERSION:
+            raise ValueError(
+                f"{str(path)!r} has ticket format version {payload.get('version')!r}; "
+                f"this version of torch-tickets reads version {VERSION}"
+            )
+        return cls(
+            payload["masks"],
+            payload["rewind_state"],
+            json.loads(payload["history"]),
+            json.loads(payload["meta"]),
+        )
+
+    # ------------------------------------------------------------------ application
+    def apply(self, model: nn.Module, *, rewind: bool = True) -> nn.Module:
+        """Prune a fresh, unpruned ``model`` of the same architecture with this ticket.
+
+        Afterwards the model is in the standard ``torch.nn.utils.prune`` state
+        (``<name>_orig``, bool ``<name>_mask``, a pre-hook; ``prune.remove`` works) and,
+        with ``rewind=True`` and a rewind state, holds the ticket's starting weights
+        (normalization statistics included), ready to train.
+
+        Args:
+            model: an unpruned model with a tensor of the same shape for every mask.
+            rewind: load the rewind state too (needs one); False applies masks only, to
+                the model's own weights.
+
+        Raises:
+            ValueError: a tensor is missing, has another shape, or is already pruned; the
+                message names the first such tensor. Nothing is changed then.
+        """
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
+        if rewind and self.rewind_state is None:
+            raise ValueError("this ticket has no rewind state; call apply(model, rewind=False)")
+        modules = dict(model.named_modules())
+        targets = []
+        for key, mask in self.masks.items():
+            module_name, _, name = key.rpartition(".")
+            module = modules.get(module_name)
+            if module is None:
+                raise ValueError(f"model has no module {module_name!r} for ticket tensor {key!r}: another architecture?")
+            if methods.is_pruned_tensor(module, name):
+                raise ValueError(f"{key!r} of the model is already pruned; apply a ticket to an unpruned model")
+            tensor = module._parameters.get(name)
+            if tensor is None:
+                raise ValueError(f"model has no parameter {key!r}: another architecture?")
+            if tensor.shape != mask.shape:
+                raise ValueError(
+                    f"{key!r} has shape {tuple(tensor.shape)} in the model but {tuple(mask.shape)} "
+                    f"in the ticket: another architecture or configuration"
+                )
+            targets.append((module, name, mask))
+        if rewind:
+            assert self.rewind_state is not None
+            own = model.state_dict()
+            for key, value in own.items():
+                if key not in self.rewind_state:
+                    raise ValueError(f"the ticket's rewind state has no entry for {key!r}: another architecture?")
+                if self.rewind_state[key].shape != value.shape:
+                    raise ValueError(
+                        f"{key!r} has shape {tuple(value.shape)} in the model but "
+                        f"{tuple(self.rewind_state[key].shape)} in the ticket's rewind state"
+                    )
+        for module, name, mask in targets:
+            methods.FixedMask.apply(module, name, mask)
+        if rewind:
+            _rewind(model, self.rewind_state)  # type: ignore[arg-type]
+        install_guard(model)
+        return model
+
+
+@dataclass(frozen=True)
+class SparsityReport:
+    """Per-tensor and global sparsity of a pruned model or ticket.
+
+    Attributes:
+        rows: ``(qualified name, shape, total, surviving)`` per pruned tensor.
+    """
+
+    rows: tuple[tuple[str, tuple[int, ...], int, int], ...]
+
+    @property
+    def total(self) -> int:
+        return sum(r[2] for r in self.rows)
+
+    @property
+    def surviving(self) -> int:
+        return sum(r[3] for r in self.rows)
+
+    @property
+    def global_sparsity(self) -> float:
+        """Fraction pruned over all pruned tensors (0.0 for a model with none)."""
+        return 1.0 - self.surviving / self.total if self.total else 0.0
+
+    def __str__(self) -> str:
+        header = ("tensor", "shape", "weights", "surviving", "sparsity")
+        lines = [
+            (q, "x".join(map(str, shape)) or "scalar", f"{t:,}", f"{s:,}", f"{1 - s / t:.2%}")
+            for q, shape, t, s in self.rows
+        ]
+        lines.append(("global", "", f"{self.total:,}", f"{self.surviving:,}", f"{self.global_sparsity:.2%}"))
+        widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(5)]
+        fmt = "  ".join(["{:<%d}" % widths[0], "{:<%d}" % widths[1]] + ["{:>%d}" % w for w in widths[2:]])
+        rule = "-" * (sum(widths) + 8)
+        out = [fmt.format(*header), rule, *(fmt.format(*r) for r in lines[:-1]), rule, fmt.format(*lines[-1])]
+        return "\n".join(out)
+
+
+def sparsity_report(model_or_ticket: nn.Module | Ticket) -> SparsityReport:
+    """Per-layer and global sparsity of a pruned model or a :class:`Ticket`.
+
+    ``print(tickets.sparsity_report(model))`` shows a table; the returned object also
+    holds the numbers (``.rows``, ``.global_sparsity``). Only pruned tensors count.
+    """
+    if isinstance(model_or_ticket, Ticket):
+        found = model_or_ticket.masks
+    elif isinstance(model_or_ticket, nn.Module):
+        found = methods.masks(model_or_ticket)
+    else:
+        raise TypeError(f"expected an nn.Module or a Ticket; got {type(model_or_ticket).__name__}")
+    rows = tuple((q, tuple(m.shape), m.numel(), int(m.sum())) for q, m in found.items())
+    return SparsityReport(rows)
