@@ -25,7 +25,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["MODELS", "CifarResNet", "VGG", "create_model", "list_models", "register_model"]
+__all__ = ["MODELS", "CifarResNet", "VGG", "check_model_name", "create_model", "list_models", "register_model"]
 
 ModelFactory = Callable[..., nn.Module]
 MODELS: dict[str, ModelFactory] = {}
@@ -49,6 +49,25 @@ def list_models() -> list[str]:
     return sorted(MODELS) + [f"{p}<name>" for p in PREFIXES]
 
 
+def check_model_name(name: str) -> None:
+    """Raise a ValueError naming ``name`` and the valid forms unless :func:`create_model` knows it
+    (cheap: builds nothing, so command lines can be checked before loading data)."""
+    if name.startswith("timm:"):
+        import timm
+
+        arch = name[len("timm:") :]
+        if not timm.is_model(arch):
+            raise ValueError(f"timm has no model {arch!r} (from {name!r}); see timm.list_models()")
+    elif name.startswith("torchvision:"):
+        import torchvision
+
+        arch = name[len("torchvision:") :]
+        if arch not in torchvision.models.list_models():
+            raise ValueError(f"torchvision has no model {arch!r} (from {name!r}); see torchvision.models.list_models()")
+    elif name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(list_models())}")
+
+
 def create_model(name: str, num_classes: int, **kwargs: object) -> nn.Module:
     """Build an untrained model by name.
 
@@ -63,22 +82,15 @@ def create_model(name: str, num_classes: int, **kwargs: object) -> nn.Module:
     """
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    check_model_name(name)
     if name.startswith("timm:"):
         import timm
 
-        arch = name[len("timm:") :]
-        if not timm.is_model(arch):
-            raise ValueError(f"timm has no model {arch!r} (from {name!r}); see timm.list_models()")
-        return timm.create_model(arch, num_classes=num_classes, pretrained=False, **kwargs)
+        return timm.create_model(name[len("timm:") :], num_classes=num_classes, pretrained=False, **kwargs)
     if name.startswith("torchvision:"):
         import torchvision
 
-        arch = name[len("torchvision:") :]
-        if arch not in torchvision.models.list_models():
-            raise ValueError(f"torchvision has no model {arch!r} (from {name!r}); see torchvision.models.list_models()")
-        return torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid: {', '.join(list_models())}")
+        return torchvision.models.get_model(name[len("torchvision:") :], weights=None, num_classes=num_classes, **kwargs)
     return MODELS[name](num_classes=num_classes, **kwargs)
 
 

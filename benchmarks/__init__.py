@@ -1,0 +1,1 @@
+"""Benchmarks and reproductions of torch-tickets (run with ``python -m benchmarks.<name>``)."""

@@ -1,0 +1,163 @@
+"""Reproduce the tables of *Efficient Lottery Ticket Finding: Less Data is More* (ICML 2021).
+
+``python -m benchmarks.reproduce {cifar10,cifar100,tiny-imagenet} [--arch A] [--preset P]
+[--data-dir DIR] [--out DIR] [--experiment E]`` runs one experiment of :data:`EXPERIMENTS`
+with one preset of :data:`PRESETS` and writes to ``--out``:
+
+- ``table.md``: the per-sparsity table (and a summary);
+- ``results.json``: every number, the exact configuration and the command line;
+- ``accuracy.png`` (test accuracy vs sparsity) and ``prac_cost.png`` (PrAC set size and
+  optimizer steps per round);
+- ``checkpoints/``: what a rerun of the same command resumes from.
+
+From Python::
+
+    from benchmarks.reproduce import RunConfig, get_preset, run
+    results = run(RunConfig("cifar10", "res20s", get_preset("smoke"), data_dir="...", out="..."))
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.reproduce.config import PRESETS, Preset, RunConfig, get_preset
+from benchmarks.reproduce.experiments import EXPERIMENTS, Context, register_experiment
+
+__all__ = ["EXPERIMENTS", "PRESETS", "Preset", "RunConfig", "get_preset", "main", "parse_args", "register_experiment", "run"]
+
+
+def run(config: RunConfig, *, command: str | None = None) -> dict[str, Any]:
+    """Run ``config.experiment`` and write its outputs into ``config.out``; returns the results
+    dict that ``results.json`` holds."""
+    import torch
+
+    from tickets.data import DATASETS, load_dataset
+    from tickets.models import check_model_name
+
+    if config.experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {config.experiment!r}; valid: {sorted(EXPERIMENTS)}")
+    if config.dataset not in DATASETS:
+        raise ValueError(f"unknown data set {config.dataset!r}; valid: {sorted(DATASETS)}")
+    check_model_name(config.arch)
+    if config.experiment == "transfer":
+        check_model_name(config.transfer_arch or "")
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log_file = (out / "log.txt").open("a")
+
+    def log(message: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        print(f"[{stamp}] {message}", file=sys.stderr, flush=True)
+        log_file.write(f"[{stamp}] {message}\n")
+        log_file.flush()
+
+    started = time.time()
+    preset = config.preset
+    log(f"{config.experiment} on {config.dataset} with {config.arch}, preset {preset.name}: {preset.note}")
+    splits = load_dataset(
+        config.dataset, config.data_dir, train_size=preset.train_size, test_size=preset.test_images,
+        seed=config.seed, progress=not config.quiet,
+    )
+    if preset.val_images is not None and splits.val is not None and preset.val_images < len(splits.val):
+        from tickets.data import balanced_subset
+
+        splits.val = splits.val.subset(balanced_subset(splits.val.targets, preset.val_images, config.seed + 2))
+        splits.notes.append(f"validation reduced to {preset.val_images} class-balanced images (seed {config.seed + 2})")
+    log(f"data: {splits.describe()}")
+    ctx = Context(config=config, splits=splits, out=out, log=log)
+    results = EXPERIMENTS[config.experiment](ctx)
+    results = {
+        "command": command or "",
+        "experiment": config.experiment,
+        "config": config.to_dict(),
+        "data": splits.describe(),
+        "environment": {
+            "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "platform": platform.platform(), "cpu_count": os.cpu_count(),
+        },
+        "wall_time_s_this_invocation": round(time.time() - started, 1),
+        **results,
+    }
+    from benchmarks.reproduce.report import write_json
+
+    write_json(results, out / "results.json")
+    (out / "table.md").write_text(results.get("markdown", ""))
+    log(f"wrote {out / 'table.md'}, {out / 'results.json'} and plots")
+    print(results.get("summary", ""), flush=True)
+    log_file.close()
+    return results
+
+
+def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
+    """The command line as a :class:`RunConfig`."""
+    from tickets.data import DATASETS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.reproduce",
+        description="Reproduce the PrAC paper's tables: full-data IMP vs PrAC IMP, and PrAC-set transfer.",
+    )
+    parser.add_argument("dataset", choices=sorted(DATASETS))
+    parser.add_argument("--arch", default="res20s", help="res20s, res56s, res18, res50, vgg16_bn, timm:<name>, torchvision:<name> (default res20s)")
+    parser.add_argument("--preset", default="quick", choices=sorted(PRESETS), help="schedule (default quick)")
+    parser.add_argument("--experiment", default="imp-vs-prac", choices=sorted(EXPERIMENTS), help="default imp-vs-prac")
+    parser.add_argument("--data-dir", default="data", help="image folder (train/<class>, test/<class>) or torchvision download folder")
+    parser.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<arch>-<preset>-<experiment>)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--transfer-from", default="res20s", help="transfer: architecture whose PrAC set is reused (default res20s)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs per round (milestones scale along)")
+    parser.add_argument("--rounds", type=int, default=None, help="override the preset's number of rounds (round 0 included)")
+    parser.add_argument("--train-size", type=int, default=None, help="override the preset's training-subset size (0 = the whole split)")
+    parser.add_argument("--early-bird", action=argparse.BooleanOptionalAction, default=None, help="early-bird stop on PrAC rounds")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+
+    preset = get_preset(args.preset)
+    changes: dict[str, Any] = {}
+    if args.epochs is not None:
+        scale = args.epochs / preset.epochs
+        changes["epochs"] = args.epochs
+        changes["milestones"] = tuple(max(1, round(m * scale)) for m in preset.milestones)
+        changes["rewind_epoch"] = min(preset.rewind_epoch, args.epochs - 1)
+    if args.rounds is not None:
+        changes["rounds"] = args.rounds
+    if args.train_size is not None:
+        changes["train_size"] = args.train_size or None
+    if args.early_bird is not None:
+        changes["early_bird"] = args.early_bird
+    if changes:
+        preset = preset.replace(name=f"{preset.name}*", **changes)
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    out = args.out or f"runs/{args.dataset}-{args.arch.replace(':', '-')}-{args.preset}-{args.experiment}"
+    return RunConfig(
+        dataset=args.dataset, arch=args.arch, preset=preset, experiment=args.experiment, data_dir=args.data_dir,
+        out=out, seed=args.seed, device=args.device, transfer_arch=args.transfer_from, threads=args.threads,
+        quiet=args.quiet,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m benchmarks.reproduce``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        config = parse_args(argv)
+        run(config, command="python -m benchmarks.reproduce " + " ".join(shlex.quote(a) for a in argv))
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
