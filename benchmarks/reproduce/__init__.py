@@ -30,6 +30,7 @@ from typing import Any
 
 from benchmarks.reproduce.config import PRESETS, Preset, RunConfig, get_preset
 from benchmarks.reproduce.experiments import EXPERIMENTS, Context, register_experiment
+import benchmarks.rewinding  # noqa: E402,F401  registers --experiment rewinding (issue 6)
 
 __all__ = ["EXPERIMENTS", "PRESETS", "Preset", "RunConfig", "get_preset", "main", "parse_args", "register_experiment", "run"]
 
