@@ -306,3 +306,40 @@ def test_instability_rejects_bad_arguments_before_training(data: dict) -> None:
         run(tickets.Ticket.from_model(pruned, rewind_state=tickets.snapshot(pruned)), xy, **stability_kwargs(data))
     with pytest.raises(ValueError, match="no rewind state"):
         run(tickets.Ticket.from_model(pruned), xy, model=mlp(0), **stability_kwargs(data))
+
+
+# ---------------------------------------------------------------------- the rewinding experiment
+def _rewinding_module():  # type: ignore[no-untyped-def]
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed
+    from benchmarks import rewinding
+
+    return rewinding
+
+
+def test_rewind_steps_are_distinct_and_never_round_to_zero() -> None:
+    rw = _rewinding_module()
+    assert rw.rewind_steps(310, (0.0, 0.005, 0.02, 0.07)) == [0, 2, 6, 22]
+    assert rw.rewind_steps(8, (0.0, 0.005, 0.02)) == [0, 1]
+
+
+def test_rewinding_train_fn_reaches_the_same_w_k_as_a_run_stopped_at_k() -> None:
+    rw = _rewinding_module()
+    settings = rw.RewindingSettings(name="t", epochs=2, lr=0.05, milestones=(1,), batch_size=8, levels=1, amount=0.5)
+    train_fn = rw.make_train_fn(settings)
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(32, 2, generator=g), torch.randint(0, 2, (32,), generator=g))
+    seen = {}
+
+    def keep(step: int, model: nn.Module) -> None:
+        if step == 3:
+            seen["w3"] = tickets.snapshot(model)
+
+    full, stopped = mlp(0), mlp(0)
+    history = train_fn(full, data, seed=7, start_step=0, stop_step=None, device="cpu", on_step=keep)
+    train_fn(stopped, data, seed=7, start_step=0, stop_step=3, device="cpu")
+    assert history["total_steps"] == 8
+    for key, value in tickets.snapshot(stopped).items():
+        assert torch.equal(value, seen["w3"][key]), key
