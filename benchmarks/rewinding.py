@@ -15,7 +15,8 @@ Connectivity and the Lottery Ticket Hypothesis", ICML 2020):
 
 Outputs in ``--out``: ``table.md``, ``results.json``, ``accuracy_vs_sparsity.png`` (one line
 per k) and ``barrier_vs_k.png`` (dense and ticket barriers against the rewind step).
-Every training run is cached under ``checkpoints/rewinding/``, so rerunning resumes.
+Every training run goes through ``tickets.training.train`` and is cached under
+``checkpoints/rewinding/``, so rerunning resumes.
 
 The schedule is this experiment's own (the LMC paper's for ``paper``; reduced for ``quick``
 and ``smoke``, see :data:`SETTINGS`); ``--epochs``, ``--rounds`` (levels + 1) and
@@ -41,8 +42,9 @@ from benchmarks.reproduce.experiments import Context, build_model, register_expe
 from benchmarks.reproduce.report import fmt, markdown_table, plot_accuracy, write_json
 from tickets.data import balanced_subset
 from tickets.stability import instability
+from tickets.training import Schedule, train as train_run
 
-__all__ = ["RewindingSettings", "SETTINGS", "settings_for", "rewinding", "rewind_steps"]
+__all__ = ["RewindingSettings", "SETTINGS", "settings_for", "rewinding", "rewind_steps", "make_schedule"]
 
 
 @dataclass(frozen=True)
@@ -157,67 +159,12 @@ def rewind_steps(total_steps: int, fractions: Sequence[float]) -> list[int]:
 
 
 # --------------------------------------------------------------------------- training
-def _lr_at(step: int, steps_per_epoch: int, s: RewindingSettings) -> float:
-    epoch = step / steps_per_epoch
-    return s.lr * s.gamma ** sum(1 for m in s.milestones if epoch >= m)
-
-
-def _batches_of_epoch(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    return [order[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
-
-
-def make_train_fn(settings: RewindingSettings) -> Callable[..., dict[str, Any]]:
-    """A step-exact SGD loop following :class:`tickets.stability.TrainFn` for these settings.
-
-    Batch ``i`` of epoch ``e`` and its augmentation depend only on ``(seed, e, i)``, so a run
-    resumed at step k follows the same batches as an uninterrupted run with the same seed:
-    the dense run's weights at k are exactly ``W_k`` of every continuation.
-    """
-
-    def train_fn(
-        model: nn.Module,
-        data: Any,
-        *,
-        seed: int,
-        start_step: int,
-        stop_step: int | None,
-        device: torch.device | str | None,
-        on_step: Callable[[int, nn.Module], None] | None = None,
-    ) -> dict[str, Any]:
-        n = len(data)
-        per_epoch = n // settings.batch_size
-        if per_epoch < 1:
-            raise ValueError(f"{n} training images are fewer than one batch of {settings.batch_size}")
-        total = per_epoch * settings.epochs
-        stop = total if stop_step is None else min(stop_step, total)
-        device = torch.device(device or "cpu")
-        model.to(device).train()
-        opt = torch.optim.SGD(model.parameters(), lr=_lr_at(start_step, per_epoch, settings),
-                              momentum=settings.momentum, weight_decay=settings.weight_decay)
-        started, losses = time.time(), []
-        step = start_step
-        while step < stop:
-            epoch, index = divmod(step, per_epoch)
-            batch = _batches_of_epoch(n, settings.batch_size, seed, epoch)[index]
-            torch.manual_seed(seed * 1_000_003 + step)  # the augmentation of this step
-            inputs = torch.stack([data[int(i)][0] for i in batch]).to(device)
-            targets = torch.tensor([data[int(i)][1] for i in batch], device=device)
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(step, per_epoch, settings)
-            opt.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(inputs), targets)
-            loss.backward()
-            opt.step()
-            tickets.enforce_masks(model)
-            losses.append(loss.item())
-            step += 1
-            if on_step is not None:
-                on_step(step, model)
-        return {"start_step": start_step, "stop_step": stop, "total_steps": total,
-                "final_loss": losses[-1] if losses else None, "wall_time_s": round(time.time() - started, 1)}
-
-    return train_fn
+def make_schedule(settings: RewindingSettings) -> Schedule:
+    """The :class:`tickets.training.Schedule` of every training run of the experiment."""
+    return Schedule(
+        epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, momentum=settings.momentum,
+        weight_decay=settings.weight_decay, milestones=settings.milestones, gamma=settings.gamma,
+    )
 
 
 @torch.no_grad()
@@ -272,15 +219,15 @@ def rewinding(ctx: Context) -> dict[str, Any]:
     train = _subset(ctx.splits.train, s.train_images, seed)
     train_eval = _subset(ctx.splits.train_eval, s.train_eval_images, seed + 3)
     test = _subset(ctx.splits.test, s.test_images, seed + 4)
-    per_epoch = len(train) // s.batch_size
-    total = per_epoch * s.epochs
+    schedule = make_schedule(s)
+    per_epoch = schedule.steps_per_epoch(len(train))
+    total = schedule.total_steps(len(train))
     ks = rewind_steps(total, s.rewind_fractions)
     ctx.log(
         f"rewinding: {len(train)} training images, {len(test)} test images, {s.epochs} epochs x "
         f"{per_epoch} steps = {total} steps; rewind steps {ks}; {s.levels} levels of {s.amount:.0%}"
     )
     cache = _Cache(ctx.out / "checkpoints" / "rewinding")
-    train_fn = make_train_fn(s)
     eval_loader = torch.utils.data.DataLoader
     test_batches = eval_loader(test, batch_size=250)
     train_eval_batches = eval_loader(train_eval, batch_size=250)
@@ -304,10 +251,10 @@ def rewinding(ctx: Context) -> dict[str, Any]:
                 states[f"W_{step}"] = tickets.snapshot(m)
 
         states["W_0"] = tickets.snapshot(model)
-        history = train_fn(model, train, seed=seed, start_step=0, stop_step=None, device=device, on_step=keep)
+        history = train_run(model, train, schedule, seed=seed, device=device, on_step=keep)
         states["final"] = tickets.snapshot(model)
         states["test_acc"] = torch.tensor(_accuracy(model, test, device))
-        states["wall_time_s"] = torch.tensor(history["wall_time_s"])
+        states["wall_time_s"] = torch.tensor(history.wall_time_s)
         return states
 
     ctx.log("dense run")
@@ -320,7 +267,6 @@ def rewinding(ctx: Context) -> dict[str, Any]:
         model.load_state_dict(state)
         return model
 
-    schedule_note = dict(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, milestones=list(s.milestones))
     rows: list[dict[str, Any]] = []
     stability: list[dict[str, Any]] = []
     for k in ks:
@@ -337,10 +283,10 @@ def rewinding(ctx: Context) -> dict[str, Any]:
 
             def imp_level(ticket: tickets.Ticket = ticket) -> dict[str, Any]:
                 model = ticket.apply(build())
-                history = train_fn(model, train, seed=seed, start_step=k, stop_step=None, device=device)
+                history = train_run(model, train, schedule, seed=seed, start_step=k, device=device)
                 return {"final": tickets.snapshot(model), "masks": tickets.masks(model),
                         "test_acc": torch.tensor(_accuracy(model, test, device)),
-                        "wall_time_s": torch.tensor(history["wall_time_s"])}
+                        "wall_time_s": torch.tensor(history.wall_time_s)}
 
             ctx.log(f"k={k}: IMP level {level} (sparsity {100 * ticket.sparsity:.1f}%)")
             done = cache.tensors(f"imp_k{k}_level{level}", imp_level)
@@ -350,9 +296,9 @@ def rewinding(ctx: Context) -> dict[str, Any]:
         assert ticket is not None
 
         common = dict(
-            rewind_to=k, seeds=(seed + 1, seed + 2), schedule={}, test_data=test_batches,
+            rewind_to=k, seeds=(seed + 1, seed + 2), schedule=schedule, test_data=test_batches,
             train_eval_data=train_eval_batches, bn_data=bn_batches, alphas=s.alphas,
-            bn_batches=s.bn_batches, device=device, train_fn=train_fn,
+            bn_batches=s.bn_batches, device=device,
         )
         # 3. stability of the sparsest ticket and of the dense network at W_k
         ctx.log(f"k={k}: instability of the ticket at sparsity {100 * ticket.sparsity:.1f}%")
@@ -382,7 +328,7 @@ def rewinding(ctx: Context) -> dict[str, Any]:
     summary = markdown + f"\nOutputs in {ctx.out}; this invocation {time.time() - started:.0f} s."
     return {
         "settings": s.to_dict(),
-        "schedule": schedule_note,
+        "schedule": schedule.to_dict(),
         "total_steps": total,
         "rewind_steps": ks,
         "dense_test_acc": dense_acc,

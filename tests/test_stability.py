@@ -325,21 +325,22 @@ def test_rewind_steps_are_distinct_and_never_round_to_zero() -> None:
     assert rw.rewind_steps(8, (0.0, 0.005, 0.02)) == [0, 1]
 
 
-def test_rewinding_train_fn_reaches_the_same_w_k_as_a_run_stopped_at_k() -> None:
+def test_rewinding_schedule_follows_the_settings() -> None:
     rw = _rewinding_module()
-    settings = rw.RewindingSettings(name="t", epochs=2, lr=0.05, milestones=(1,), batch_size=8, levels=1, amount=0.5)
-    train_fn = rw.make_train_fn(settings)
-    g = torch.Generator().manual_seed(0)
-    data = TensorDataset(torch.randn(32, 2, generator=g), torch.randint(0, 2, (32,), generator=g))
-    seen = {}
+    schedule = rw.make_schedule(rw.SETTINGS["paper"])
+    assert (schedule.epochs, schedule.lr, schedule.milestones, schedule.batch_size) == (160, 0.1, (80.0, 120.0), 128)
+    assert schedule.total_steps(50_000) == 160 * 391
 
-    def keep(step: int, model: nn.Module) -> None:
-        if step == 3:
-            seen["w3"] = tickets.snapshot(model)
 
-    full, stopped = mlp(0), mlp(0)
-    history = train_fn(full, data, seed=7, start_step=0, stop_step=None, device="cpu", on_step=keep)
-    train_fn(stopped, data, seed=7, start_step=0, stop_step=3, device="cpu")
-    assert history["total_steps"] == 8
-    for key, value in tickets.snapshot(stopped).items():
-        assert torch.equal(value, seen["w3"][key]), key
+def test_instability_with_the_training_engine(data: dict) -> None:
+    """The default trainer is tickets.training.train; epochs in rewind_to use its batch arithmetic."""
+    train_set = TensorDataset(data["x"], data["y"])
+    result = tickets.stability.instability(
+        mlp(7), train_set, rewind_to="1ep", seeds=(1, 2), schedule=dict(epochs=3, batch_size=64, lr=0.05),
+        test_data=data["test"], train_eval_data=data["train"], alphas=3, keep_models=True,
+    )
+    assert result.rewind_to == 8  # 512 samples / 64 per batch
+    assert [h.start_step for h in result.histories] == [8, 8]
+    assert [h.end_step for h in result.histories] == [24, 24]
+    a, b = result.models
+    assert not torch.equal(a[0].weight, b[0].weight)

@@ -681,10 +681,38 @@ def _engine_train(
     device: torch.device | str | None,
     **schedule: Any,
 ) -> Any:
-    from tickets import training  # the engine; imported late so stability works without it
+    from tickets import training
 
     return training.train(model, data, seed=seed, start_step=start_step, stop_step=stop_step,
                           device=device, **schedule)
+
+
+def _schedule_kwargs(schedule: Any) -> dict[str, Any]:
+    """The schedule as trainer keyword arguments: a mapping as it is, a Schedule as ``schedule=``."""
+    from tickets.training import Schedule
+
+    if isinstance(schedule, Schedule):
+        return {"schedule": schedule}
+    if isinstance(schedule, Mapping):
+        return dict(schedule)
+    raise TypeError(
+        f"schedule must be a tickets.training.Schedule or a mapping of trainer keyword arguments "
+        f"(epochs=, batch_size=, lr=, milestones=, ...); got {type(schedule).__name__}"
+    )
+
+
+def _resolve_step(value: int | str, data: Any, schedule: dict[str, Any], engine: bool) -> int:
+    """``rewind_to`` in optimizer steps; epochs (``"3ep"``) need the engine's batch arithmetic."""
+    if isinstance(value, str) and engine and not value.strip().lower().endswith("it"):
+        from tickets.training import make_schedule, parse_step
+
+        if isinstance(data, DataLoader):
+            per_epoch = max(1, len(data))
+        else:
+            sched = make_schedule(schedule.get("schedule"), **{k: v for k, v in schedule.items() if k != "schedule"})
+            per_epoch = sched.steps_per_epoch(len(data))
+        return parse_step(value, per_epoch, "rewind_to")
+    return _step(value, "rewind_to")
 
 
 def _step(value: int | str, argument: str) -> int:
@@ -694,8 +722,8 @@ def _step(value: int | str, argument: str) -> int:
         text = value.strip().lower()
         if not text.endswith("it") or not text[:-2].isdigit():
             raise ValueError(
-                f"{argument}={value!r} is not understood here; pass an optimizer step as an int (500) or "
-                f"'500it' (convert epochs with steps_per_epoch * epochs)"
+                f"{argument}={value!r} is not understood with a custom train_fn; pass an optimizer "
+                f"step as an int (500) or '500it'"
             )
         value = int(text[:-2])
     if value < 0:
@@ -714,7 +742,7 @@ def instability(
     *,
     rewind_to: int | str,
     seeds: tuple[int, int] = (1, 2),
-    schedule: Mapping[str, Any],
+    schedule: Any,
     test_data: Any,
     train_eval_data: Any,
     model: nn.Module | None = None,
@@ -751,12 +779,14 @@ def instability(
             rewind state, applied to a copy of ``model``. Any architecture (timm,
             torchvision, your own). Not modified.
         data: the training set (with its augmentation), as the trainer takes it.
-        rewind_to: the step ``k`` the starting weights belong to, as an int number of
-            optimizer steps or ``"500it"``: the schedule resumes at step ``k``.
+        rewind_to: the step ``k`` the starting weights belong to: an int number of optimizer
+            steps, ``"500it"``, or (with the default trainer) ``"2ep"``, ``"1ep20it"``. The
+            schedule resumes at step ``k`` with its learning rate there and a fresh optimizer.
         seeds: the two training seeds (data order and augmentation); must differ.
-        schedule: keyword arguments of the trainer that describe the schedule (for
-            ``tickets.training.train``: epochs, batch size, optimizer, learning-rate
-            schedule, ...); the same for both copies.
+        schedule: the training schedule, the same for both copies: a
+            :class:`tickets.training.Schedule`, or a mapping of trainer keyword arguments
+            (``dict(epochs=160, batch_size=128, lr=0.1, milestones=[80, 120])``; any keyword
+            of ``tickets.training.train`` except seed, start_step, stop_step and device).
         test_data: test batches (a DataLoader, list of batches or Dataset) for the
             accuracies and the test barrier.
         train_eval_data: training batches without augmentation, for the training barrier
@@ -781,12 +811,11 @@ def instability(
     seed_a, seed_b = (int(s) for s in seeds)
     if seed_a == seed_b:
         raise ValueError(f"seeds must differ (the copies need different SGD noise); got {seeds!r}")
-    k = _step(rewind_to, "rewind_to")
-    if not isinstance(schedule, Mapping):
-        raise TypeError(f"schedule must be a mapping of trainer keyword arguments; got {type(schedule).__name__}")
-    clash = sorted({"seed", "start_step", "stop_step", "device"} & set(schedule))
+    schedule = _schedule_kwargs(schedule)
+    clash = sorted({"seed", "start_step", "stop_step", "device", "start_epoch"} & set(schedule))
     if clash:
         raise ValueError(f"schedule must not set {clash}: instability sets them for each copy")
+    k = _resolve_step(rewind_to, data, schedule, engine=train_fn is None)
     _check_alphas(alphas)
     eval_batches = _check_count(eval_batches, "eval_batches")
     _check_count(bn_batches, "bn_batches")
