@@ -186,6 +186,21 @@ class _Cache:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
+    def check_settings(self, settings: dict[str, Any]) -> None:
+        """Refuse to resume a run made with other settings (its pieces would be mixed in)."""
+        path = self.folder / "settings.json"
+        current = json.loads(json.dumps(settings))
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if saved != current:
+                changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+                raise ValueError(
+                    f"{self.folder} holds a rewinding run with other settings (differences in {changed}); "
+                    f"pass another --out, or delete that folder to start over"
+                )
+        else:
+            write_json(current, path)
+
     def json(self, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         path = self.folder / f"{name}.json"
         if path.exists():
@@ -228,6 +243,8 @@ def rewinding(ctx: Context) -> dict[str, Any]:
         f"{per_epoch} steps = {total} steps; rewind steps {ks}; {s.levels} levels of {s.amount:.0%}"
     )
     cache = _Cache(ctx.out / "checkpoints" / "rewinding")
+    cache.check_settings({"settings": s.to_dict(), "arch": cfg.arch, "dataset": cfg.dataset, "seed": seed,
+                          "train": len(train), "test": len(test), "train_eval": len(train_eval)})
     eval_loader = torch.utils.data.DataLoader
     test_batches = eval_loader(test, batch_size=250)
     train_eval_batches = eval_loader(train_eval, batch_size=250)

@@ -344,3 +344,12 @@ def test_instability_with_the_training_engine(data: dict) -> None:
     assert [h.end_step for h in result.histories] == [24, 24]
     a, b = result.models
     assert not torch.equal(a[0].weight, b[0].weight)
+
+
+def test_rewinding_refuses_to_resume_a_run_with_other_settings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rw = _rewinding_module()
+    cache = rw._Cache(tmp_path / "rewinding")
+    cache.check_settings({"epochs": 5, "arch": "res20s"})
+    cache.check_settings({"epochs": 5, "arch": "res20s"})  # same settings: resumes
+    with pytest.raises(ValueError, match=r"other settings \(differences in \['epochs'\]\)"):
+        cache.check_settings({"epochs": 6, "arch": "res20s"})

@@ -769,7 +769,8 @@ def instability(
 
         ticket = tickets.Ticket.load("r20.ticket")          # rewind state taken at step 500
         result = instability(ticket, train_set, model=create_model("res20s", 10),
-                             rewind_to=500, schedule=dict(epochs=160, batch_size=128, ...),
+                             rewind_to=500, schedule=dict(epochs=160, batch_size=128, lr=0.1,
+                                                          milestones=[80, 120]),
                              test_data=test_set, train_eval_data=train_eval_set)
         result.accuracies, result.barrier.test_barrier, result.barrier.stable()
 
