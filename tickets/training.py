@@ -186,7 +186,11 @@ class Schedule:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else (repr(value) if callable(value) else value)
+            if isinstance(value, tuple):
+                value = list(value)
+            elif callable(value):  # a stable name (no memory address), so run fingerprints match across processes
+                value = f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', type(value).__name__)}"
+            out[f.name] = value
         return out
 
 
