@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import torch
@@ -27,11 +29,15 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     """
     pruned = {q: (module, name) for q, module, name in methods.pruned_parameters(model)}
     skip = {q + "_orig" for q in pruned} | {q + "_mask" for q in pruned}
-    state: dict[str, torch.Tensor] = {}
-    for key, value in model.state_dict(keep_vars=False).items():
+    full = model.state_dict(keep_vars=False)
+    state: dict[str, torch.Tensor] = OrderedDict()
+    for key, value in full.items():
         if key in skip:
             continue
         state[key] = value.detach().cpu().clone()
+    metadata = getattr(full, "_metadata", None)
+    if metadata is not None:  # module versions: e.g. MNASNet's load_state_dict requires them
+        state._metadata = copy.deepcopy(metadata)  # type: ignore[attr-defined]
     for q, (module, name) in pruned.items():
         orig = module._parameters[name + "_orig"]
         state[q] = (orig.detach() * module._buffers[name + "_mask"]).cpu().clone()
