@@ -66,7 +66,7 @@ def run(config: RunConfig, *, command: str | None = None) -> dict[str, Any]:
     preset = config.preset
     log(f"{config.experiment} on {config.dataset} with {config.arch}, preset {preset.name}: {preset.note}")
     splits = load_dataset(
-        config.dataset, config.data_dir, train_size=preset.train_size, test_size=preset.test_images,
+        config.dataset, config.data_dir, val_size=preset.val_size, train_size=preset.train_size, test_size=preset.test_images,
         seed=config.seed, progress=not config.quiet,
     )
     if preset.val_images is not None and splits.val is not None and preset.val_images < len(splits.val):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,8 @@ from benchmarks.reproduce.config import Preset, RunConfig
 from benchmarks.reproduce.report import fmt, markdown_table, plot_accuracy, plot_prac_cost, write_json
 from tickets.data import DataSplits
 
-__all__ = ["Context", "EXPERIMENTS", "register_experiment", "find_ticket", "measure_ticket", "build_model", "imp_vs_prac", "transfer"]
+__all__ = ["Context", "EXPERIMENTS", "register_experiment", "find_ticket", "measure_ticket", "build_model", "compare",
+           "compare_rows", "full_data_sampler", "imp_vs_prac", "schedule_of", "transfer"]
 
 
 @dataclass
@@ -65,76 +65,88 @@ def build_model(arch: str, num_classes: int, seed: int) -> nn.Module:
     return create_model(arch, num_classes=num_classes)
 
 
-def _optimizer(preset: Preset) -> Callable[[Any], torch.optim.Optimizer]:
-    def make(params: Any) -> torch.optim.Optimizer:
-        return torch.optim.SGD(params, lr=preset.lr, momentum=preset.momentum, weight_decay=preset.weight_decay)
+def schedule_of(preset: Preset) -> dict[str, Any]:
+    """The preset's training schedule as a :class:`tickets.training.Schedule` mapping
+    (SGD with momentum and weight decay, step decay at the milestones)."""
+    return {
+        "epochs": preset.epochs, "batch_size": preset.batch_size, "lr": preset.lr, "momentum": preset.momentum,
+        "weight_decay": preset.weight_decay, "milestones": tuple(float(m) for m in preset.milestones),
+        "gamma": preset.gamma,
+    }
 
-    return make
+
+def full_data_sampler(ctx: Context) -> Any:
+    """The sampler of full-data IMP: every training sample, every round.
+
+    A replayed :class:`tickets.PrACSampler` with one set (all indices) draws the same data
+    order as PrAC IMP's sampler for the same seed, so round 0 (dense training on all the
+    data) is the same computation in both searches, and the comparison starts from the same
+    dense network and rewind point; ``tickets.prune`` treats it as vanilla IMP (no statistics).
+    """
+    from tickets.sampler import PrACSampler
+
+    train = ctx.splits.train
+    return PrACSampler.replay(train, [torch.arange(len(train))], seed=ctx.config.seed)
 
 
-def find_ticket(ctx: Context, model: nn.Module, *, prac: bool | Any, name: str) -> Any:
+def find_ticket(ctx: Context, model: nn.Module, sampler: Any, *, name: str, early_bird: bool = False) -> Any:
     """Run ``tickets.prune`` with the preset's schedule; resumable from ``out/checkpoints/name``.
 
     Args:
         ctx: the experiment's context.
         model: the dense, untrained model (not modified: a copy is pruned).
-        prac: True for PrAC IMP (a fresh :class:`tickets.PrACSampler`), False for full-data IMP
-            (a :class:`torch.utils.data.RandomSampler`), or a sampler to use as is.
-        name: checkpoint sub-folder, also used in progress bars.
+        sampler: over ``ctx.splits.train``: an adaptive :class:`tickets.PrACSampler` for PrAC
+            IMP, :func:`full_data_sampler` for full-data IMP, a replayed one for transfer.
+        name: checkpoint sub-folder (it also holds ``round_<k>.ticket`` and ``prac_sets.pt``).
+        early_bird: stop rounds >= 1 early when the mask stops moving.
 
     Returns the :class:`tickets.Ticket` of the last round, with the per-round ``history``.
     """
-    import tickets
+    from tickets.imp import RunInterrupted, prune
+    from tickets.selection import prunable_parameters
 
     preset, cfg = ctx.config.preset, ctx.config
-    train = ctx.splits.train
-    if prac is True:
-        sampler = tickets.PrACSampler(train, seed=cfg.seed)
-    elif prac is False:
-        sampler = torch.utils.data.RandomSampler(train, generator=torch.Generator().manual_seed(cfg.seed))
-    else:
-        sampler = prac
-    kwargs: dict[str, Any] = dict(
-        rounds=preset.rounds,
-        amount=preset.amount,
-        epochs=preset.epochs,
-        optimizer=_optimizer(preset),
-        lr_schedule=dict(milestones=list(preset.milestones), gamma=preset.gamma),
-        rewind_to=f"{preset.rewind_epoch}ep",
-        batch_size=preset.batch_size,
-        eval_data=ctx.splits.val,
-        test_data=ctx.splits.test,
-        device=cfg.device,
-        checkpoint_dir=ctx.out / "checkpoints" / name,
-        seed=cfg.seed,
-        quiet=cfg.quiet,
-    )
-    return tickets.prune(copy.deepcopy(model), sampler, **kwargs)
+
+    def stop_after_last_round(entry: dict[str, Any]) -> None:
+        # the last round's checkpoint is written before on_round: stop there and reload the
+        # finished run below (guards against a search loop that does not end by itself)
+        if entry["round"] >= preset.rounds - 1:
+            raise RunInterrupted("last round finished")
+
+    def search() -> Any:
+        pruned = copy.deepcopy(model)
+        return prune(
+            pruned, sampler, rounds=preset.rounds, amount=preset.amount, schedule=schedule_of(preset),
+            rewind_to=f"{preset.rewind_epoch}ep" if preset.rewind_epoch else 0,
+            train_eval_data=ctx.splits.train_eval, eval_data=ctx.splits.val, test_data=ctx.splits.test,
+            device=cfg.device, checkpoint_dir=ctx.out / "checkpoints" / name,
+            parameters=prunable_parameters(pruned, keep_dense=preset.keep_dense, kinds=preset.kinds),
+            early_bird=early_bird, num_workers=preset.num_workers, quiet=cfg.quiet, seed=cfg.seed,
+            meta={"arch": cfg.transfer_arch if name == "source" else cfg.arch, "dataset": cfg.dataset, "preset": preset.name},
+            on_round=stop_after_last_round,
+        )
+
+    try:
+        return search()
+    except RunInterrupted:
+        return search()  # the finished run, reloaded from its checkpoint
 
 
 def measure_ticket(ctx: Context, model: nn.Module, ticket: Any, *, name: str) -> dict[str, Any]:
     """Train ``ticket`` on the full training split with the full schedule from its rewind
-    state and return its accuracies and cost; cached in ``out/checkpoints/name.json``."""
+    point (``tickets.imp.retrain``) and return the result's numbers; cached in
+    ``out/checkpoints/name.json`` so that reruns skip it."""
+    from tickets.imp import retrain
+
     cache = ctx.out / "checkpoints" / f"{name}.json"
     if cache.exists():
         return json.loads(cache.read_text())
     preset, cfg = ctx.config.preset, ctx.config
-    started = time.time()
-    result = ticket.retrain(
-        copy.deepcopy(model),
-        ctx.splits.train,
-        epochs=preset.epochs,
-        optimizer=_optimizer(preset),
-        lr_schedule=dict(milestones=list(preset.milestones), gamma=preset.gamma),
-        batch_size=preset.batch_size,
-        eval_data=ctx.splits.val,
-        test_data=ctx.splits.test,
-        device=cfg.device,
-        seed=cfg.seed,
-        quiet=cfg.quiet,
+    result = retrain(
+        ticket, copy.deepcopy(model), ctx.splits.train, schedule_of(preset), seed=cfg.seed, device=cfg.device,
+        eval_data=ctx.splits.val, test_data=ctx.splits.test, quiet=cfg.quiet, num_workers=preset.num_workers,
     )
-    record = dict(result)
-    record.setdefault("wall_time_s", round(time.time() - started, 1))
+    record = {k: v for k, v in dict(result).items() if k != "log"}
     write_json(record, cache)
     return record
 
@@ -196,7 +208,7 @@ def compare_rows(full: list[dict[str, Any]], prac: list[dict[str, Any]], measure
     return rows
 
 
-def comparison_markdown(rows: list[dict[str, Any]], ctx: Context, title: str) -> str:
+def comparison_markdown(rows: list[dict[str, Any]], ctx: Context, title: str, arch: str) -> str:
     """``table.md`` for imp-vs-prac: the per-sparsity table, totals and reading notes."""
     cfg, preset = ctx.config, ctx.config.preset
     n = len(ctx.splits.train)
@@ -213,7 +225,7 @@ def comparison_markdown(rows: list[dict[str, Any]], ctx: Context, title: str) ->
     measure = sum(r["measure_steps"] or 0 for r in rows)
     return (
         f"# {title}\n\n"
-        f"`{cfg.dataset}`, `{cfg.arch}`, preset `{preset.name}` ({preset.note}); {n:,} training images, "
+        f"`{cfg.dataset}`, `{arch}`, preset `{preset.name}` ({preset.note}); {n:,} training images, "
         f"{len(ctx.splits.val) if ctx.splits.val is not None else 0:,} validation, {len(ctx.splits.test):,} test; seed {cfg.seed}.\n\n"
         f"Accuracy: test accuracy (%) at the best-validation epoch. Full IMP ticket: its own round "
         f"(trained on the full split from the rewind point). PrAC ticket: the PrAC round's mask, "
@@ -226,55 +238,64 @@ def comparison_markdown(rows: list[dict[str, Any]], ctx: Context, title: str) ->
     )
 
 
-@register_experiment("imp-vs-prac")
-def imp_vs_prac(ctx: Context) -> dict[str, Any]:
-    """Full-data IMP and PrAC IMP from the same initialization and seed, ticket by ticket."""
+def compare(ctx: Context, arch: str, finder: tuple[str, Any], *, early_bird: bool, title: str) -> dict[str, Any]:
+    """Full-data IMP of ``arch`` against another finder (``(name, sampler)``) from the same
+    initialization and seed; measures the other finder's tickets on the full data."""
     cfg = ctx.config
-    model = build_model(cfg.arch, ctx.splits.num_classes, cfg.seed)
-    ctx.log("full-data IMP")
-    full_ticket = find_ticket(ctx, model, prac=False, name="full")
-    ctx.log("PrAC IMP")
-    prac_ticket = find_ticket(ctx, model, prac=True, name="prac")
+    model = build_model(arch, ctx.splits.num_classes, cfg.seed)
+    ctx.log(f"full-data IMP ({arch})")
+    full_ticket = find_ticket(ctx, model, full_data_sampler(ctx), name="full")
+    name, sampler = finder
+    ctx.log(f"{name} IMP ({arch})")
+    other_ticket = find_ticket(ctx, model, sampler, name=name, early_bird=early_bird)
     full = [_round(h) for h in full_ticket.history]
-    prac = [_round(h) for h in prac_ticket.history]
+    other = [_round(h) for h in other_ticket.history]
     measured: dict[int, dict[str, Any]] = {}
-    for k, ticket_k in enumerate(_round_tickets(ctx, prac_ticket, "prac")):
+    for k, ticket_k in enumerate(_round_tickets(ctx, name, len(other))):
         if k == 0:
             continue
-        ctx.log(f"measuring the PrAC ticket of round {k} (sparsity {100 * prac[k]['sparsity']:.2f}%) on the full split")
-        measured[k] = measure_ticket(ctx, model, ticket_k, name=f"measure_prac_round{k}")
-    rows = compare_rows(full, prac, measured)
-    title = f"Full-data IMP vs PrAC IMP: {cfg.dataset}, {cfg.arch}, preset {cfg.preset.name}"
+        ctx.log(f"measuring the {name} ticket of round {k} (sparsity {100 * other[k]['sparsity']:.2f}%) on the full split")
+        measured[k] = measure_ticket(ctx, model, ticket_k, name=f"measure_{name}_round{k}")
+    rows = compare_rows(full, other, measured)
     plots = _comparison_plots(ctx, rows, title)
-    markdown = comparison_markdown(rows, ctx, title)
+    markdown = comparison_markdown(rows, ctx, title, arch)
     last = rows[-1]
-    worst = min((r["prac_test_acc"] - r["full_test_acc"] for r in rows[1:] if r["prac_test_acc"] is not None), default=None)
+    gaps = [r["prac_test_acc"] - r["full_test_acc"] for r in rows[1:] if r["prac_test_acc"] is not None]
+    worst = min(gaps, default=None)
     summary = (
-        f"{title}\n{markdown.split(chr(10) + chr(10), 3)[-1]}\n"
-        f"PrAC tickets vs full IMP tickets: worst difference {fmt(None if worst is None else 100 * worst)} points; "
-        f"training steps saved {fmt(_pct(last['saved']), 1)}%. Outputs in {ctx.out}."
+        f"{markdown}\nPrAC tickets vs full-IMP tickets: worst difference {fmt(None if worst is None else 100 * worst)} "
+        f"points over rounds 1..{len(rows) - 1}; training steps saved {fmt(_pct(last['saved']), 1)}%. Outputs in {ctx.out}."
     )
     return {
         "rows": rows,
         "full_history": full_ticket.history,
-        "prac_history": prac_ticket.history,
+        "prac_history": other_ticket.history,
         "measured": {str(k): v for k, v in measured.items()},
+        "worst_accuracy_gap": worst,
+        "saved": last["saved"],
         "plots": plots,
         "markdown": markdown,
         "summary": summary,
     }
 
 
-def _round_tickets(ctx: Context, final: Any, name: str) -> list[Any]:
-    """The ticket of every round of a search (round k's masks and rewind state)."""
-    import tickets
+@register_experiment("imp-vs-prac")
+def imp_vs_prac(ctx: Context) -> dict[str, Any]:
+    """Full-data IMP and PrAC IMP from the same initialization and seed, ticket by ticket."""
+    from tickets.sampler import PrACSampler
+
+    cfg = ctx.config
+    sampler = PrACSampler(ctx.splits.train, seed=cfg.seed)
+    title = f"Full-data IMP vs PrAC IMP: {cfg.dataset}, {cfg.arch}, preset {cfg.preset.name}"
+    return compare(ctx, cfg.arch, ("prac", sampler), early_bird=cfg.preset.early_bird, title=title)
+
+
+def _round_tickets(ctx: Context, name: str, rounds: int) -> list[Any]:
+    """The ticket of every round of the search saved in ``checkpoints/name``."""
+    from tickets import Ticket
 
     folder = ctx.out / "checkpoints" / name
-    found = []
-    for k in range(len(final.history)):
-        path = folder / f"round_{k}.ticket"
-        found.append(tickets.Ticket.load(path) if path.exists() else None)
-    return found
+    return [Ticket.load(folder / f"round_{k}.ticket") for k in range(rounds)]
 
 
 def _comparison_plots(ctx: Context, rows: list[dict[str, Any]], title: str) -> list[str]:
@@ -295,5 +316,32 @@ def _comparison_plots(ctx: Context, rows: list[dict[str, Any]], title: str) -> l
 # --------------------------------------------------------------------------- transfer
 @register_experiment("transfer")
 def transfer(ctx: Context) -> dict[str, Any]:
-    """A PrAC set found with ``--transfer-from`` reused to find tickets for ``--arch``."""
-    raise NotImplementedError
+    """PrAC sets found with ``--transfer-from`` reused to find tickets for ``--arch``.
+
+    1. PrAC IMP with the source architecture (``checkpoints/source``) records the set each
+       round trained on; 2. the target architecture runs IMP on those sets
+       (:meth:`tickets.PrACSampler.replay`, round k on the source's round-k set, schedule
+       scaled the same way) and 3. is compared with full-data IMP of the target, ticket by
+       ticket, the transferred tickets measured on the full split. The source search's steps
+       are reported on their own (a set found once can serve many architectures).
+    """
+    from tickets.imp import load_prac_sets
+    from tickets.sampler import PrACSampler
+
+    cfg = ctx.config
+    source_arch = cfg.transfer_arch or "res20s"
+    ctx.log(f"PrAC IMP with the source architecture {source_arch}")
+    source_model = build_model(source_arch, ctx.splits.num_classes, cfg.seed)
+    source = find_ticket(ctx, source_model, PrACSampler(ctx.splits.train, seed=cfg.seed), name="source")
+    sets = load_prac_sets(ctx.out / "checkpoints" / "source")
+    sampler = PrACSampler.replay(ctx.splits.train, sets, seed=cfg.seed)
+    title = f"PrAC set transfer {source_arch} -> {cfg.arch}: {cfg.dataset}, preset {cfg.preset.name}"
+    results = compare(ctx, cfg.arch, ("transfer", sampler), early_bird=False, title=title)
+    source_steps = sum(int(h["steps"]) for h in source.history)
+    note = (f"\nThe PrAC sets came from PrAC IMP with `{source_arch}` ({source_steps:,} steps, not counted above; "
+            f"set sizes per round: {', '.join(str(len(s)) for s in sets)}).\n")
+    results["markdown"] += note
+    results["summary"] += note
+    results["source"] = {"arch": source_arch, "history": source.history, "set_sizes": [len(s) for s in sets]}
+    (ctx.out / "table.md").write_text(results["markdown"])
+    return results
