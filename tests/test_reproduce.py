@@ -36,7 +36,7 @@ def write_image_folder(root: Path, train_per_class: int, test_per_class: int) ->
 
 @pytest.fixture(scope="module")
 def tiny_cifar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # 30 train images per class: the smoke preset keeps 200 of the 250 left after 50 validation
+    # 30 train images per class: the smoke preset keeps 120 of the 250 left after 50 validation
     return write_image_folder(tmp_path_factory.mktemp("tiny_cifar"), train_per_class=30, test_per_class=4)
 
 
@@ -99,3 +99,16 @@ def test_smoke_preset_end_to_end_and_resume(tiny_cifar: Path, tmp_path: Path) ->
     assert main(args) == 0
     again = json.loads((out / "results.json").read_text())
     assert again["rows"] == rows
+
+
+def test_transfer_reuses_the_source_sets(tiny_cifar: Path, tmp_path: Path) -> None:
+    out = tmp_path / "transfer"
+    args = ["cifar10", "--preset", "smoke", "--experiment", "transfer", "--transfer-from", "res20s",
+            "--arch", "res20s", "--data-dir", str(tiny_cifar), "--out", str(out), "--quiet", "--threads", "1",
+            "--rounds", "2"]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    sizes = results["source"]["set_sizes"]
+    assert [h["set_size"] for h in results["prac_history"]] == sizes  # round k trained on the source's set k
+    assert results["rows"][1]["prac_test_acc"] is not None
+    assert "transfer" in (out / "table.md").read_text()

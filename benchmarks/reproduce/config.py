@@ -98,8 +98,8 @@ PRESETS: dict[str, Preset] = {
         "training images, 8-epoch rounds, 36% pruned per round, 5,000 test images",
     ),
     "smoke": Preset(
-        name="smoke", epochs=2, lr=0.05, milestones=(1,), batch_size=16, rounds=3, amount=0.36,
-        rewind_epoch=1, val_size=50, train_size=200, val_images=40, test_images=40,
+        name="smoke", epochs=2, lr=0.05, milestones=(1,), batch_size=20, rounds=3, amount=0.36,
+        rewind_epoch=1, val_size=50, train_size=120, val_images=20, test_images=20,
         note="end-to-end check in seconds; the numbers mean nothing",
     ),
 }
