@@ -38,6 +38,7 @@ __all__ = [
     "pruned_parameters",
     "masks",
     "refresh",
+    "share_mask",
 ]
 
 
@@ -87,54 +88,92 @@ def _count_to_prune(amount: int | float, surviving: int, what: str) -> int:
 
 
 def _drop_lowest(
-    scores: list[torch.Tensor], keeps: list[torch.Tensor], k: int
+    scores: list[torch.Tensor],
+    keeps: list[torch.Tensor],
+    k: int,
+    surviving: int | None = None,
+    scratch: bool = False,
 ) -> list[torch.Tensor]:
     """New keep-masks with the ``k`` lowest-scoring surviving entries over all tensors removed.
 
     Exactly ``k`` entries go; ties at the threshold are broken by position (tensor order,
     then flat index), so the result is deterministic. Runs in linear time without sorting or
-    compacting the survivors: the threshold is bracketed from a strided sample, and the
-    exact ``k``-th value is taken from the few candidates inside the bracket.
+    compacting the survivors: the threshold is bracketed by the quantiles of a strided
+    sample, only the few entries inside the bracket are gathered, and the exact ``k``-th
+    value is taken among them. ``scratch=True`` lets the scores be overwritten.
     """
     if k <= 0:
         return [keep.clone() for keep in keeps]
-    masked = [torch.where(keep, s.float(), torch.inf) for s, keep in zip(scores, keeps)]
-    surviving = sum(int(torch.count_nonzero(keep)) for keep in keeps)
-    threshold = _kth_smallest(masked, k, surviving)
-    drops = [m < threshold for m in masked]
-    missing = k - sum(int(torch.count_nonzero(d)) for d in drops)
-    for m, d in zip(masked, drops):  # ties: the first entries equal to the threshold
-        if missing <= 0:
-            break
-        ties = (m == threshold).reshape(-1).nonzero().flatten()[:missing]
-        d.view(-1)[ties] = True
-        missing -= ties.numel()
-    return [keep & ~d for keep, d in zip(keeps, drops)]
+    dtype = torch.float64 if any(s.dtype == torch.float64 for s in scores) else torch.float32
+    # pruned entries become -inf: below every survivor, so "m >= threshold" is the new mask
+    masked = [
+        s.masked_fill_(~keep, -torch.inf) if scratch and s.dtype == dtype else torch.where(keep, s.to(dtype), -torch.inf)
+        for s, keep in zip(scores, keeps)
+    ]
+    if surviving is None:
+        surviving = sum(int(torch.count_nonzero(keep)) for keep in keeps)
+    pruned = sum(m.numel() for m in masked) - surviving
+    lo, hi = _bracket(masked, k, surviving)
+    found = _kth_in_bracket(masked, k + pruned, lo, hi) if lo is not None else None
+    if found is None:  # small input, or the sample's bracket missed: rank every survivor
+        inside = [m[torch.isfinite(m)].cpu() for m in masked]
+        found = torch.kthvalue(torch.cat(inside), k).values, pruned, inside
+    threshold, below, inside = found
+    missing = k + pruned - below - sum(int(torch.count_nonzero(b < threshold)) for b in inside)
+    new_keeps = []
+    for m, b in zip(masked, inside):
+        new_keep = m >= threshold
+        if missing > 0 and bool((b == threshold).any()):  # ties: the first ones go
+            ties = (m == threshold).reshape(-1).nonzero().flatten()[:missing]
+            new_keep.view(-1)[ties] = False
+            missing -= ties.numel()
+        new_keeps.append(new_keep)
+    return new_keeps
 
 
-def _kth_smallest(masked: list[torch.Tensor], k: int, finite: int) -> torch.Tensor:
-    """The ``k``-th smallest value (1-based) over the ``finite`` finite entries of ``masked``."""
+def _bracket(masked: list[torch.Tensor], k: int, finite: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Values ``lo <= hi`` likely to enclose the ``k``-th smallest finite entry (sample quantiles).
+
+    Non-finite entries (pruned ones) are left out of the sample.
+
+    ``(None, None)`` for small inputs, where ranking every survivor is cheap.
+    """
     n = sum(m.numel() for m in masked)
-    if n > 1 << 20:
-        stride = max(1, n // (1 << 18))
-        sample = torch.cat([m.reshape(-1)[::stride] for m in masked])
-        sample = torch.sort(sample[torch.isfinite(sample)]).values
-        if sample.numel() > 100:
-            q = k / finite
-            margin = 5.0 / sample.numel() ** 0.5 + 1e-4
-            last = sample.numel() - 1
-            lo = sample[int(max(0.0, q - margin) * last)]
-            hi = sample[int(min(1.0, q + margin) * last)]
-            below = sum(int(torch.count_nonzero(m < lo)) for m in masked)
-            bracket = torch.cat([m[(m >= lo) & (m <= hi)] for m in masked])
-            if below < k <= below + bracket.numel():
-                return torch.kthvalue(bracket.cpu(), k - below).values.to(masked[0].device)
-    flat = torch.cat([m.reshape(-1) for m in masked])
-    return torch.kthvalue(flat.cpu(), k).values.to(flat.device)
+    if n <= 1 << 20:
+        return None, None
+    stride = max(1, n // (1 << 18))
+    sample = torch.cat([m.reshape(-1)[::stride] for m in masked])
+    sample = torch.sort(sample[torch.isfinite(sample)]).values
+    if sample.numel() <= 100:
+        return None, None
+    q = k / finite
+    margin = 5.0 / sample.numel() ** 0.5 + 1e-4
+    last = sample.numel() - 1
+    return sample[int(max(0.0, q - margin) * last)], sample[int(min(1.0, q + margin) * last)]
+
+
+def _kth_in_bracket(
+    masked: list[torch.Tensor], k: int, lo: torch.Tensor, hi: torch.Tensor
+) -> tuple[torch.Tensor, int, list[torch.Tensor]] | None:
+    """``(k-th smallest of all entries, count below lo, per-tensor entries in [lo, hi])``.
+
+    None when the ``k``-th smallest is outside ``[lo, hi]``.
+    """
+    below = sum(int(torch.count_nonzero(m < lo)) for m in masked)
+    inside = []
+    for m in masked:
+        in_bracket = m >= lo
+        in_bracket &= m <= hi
+        inside.append(m[in_bracket].cpu())
+    rank = k - below
+    if not 0 < rank <= sum(b.numel() for b in inside):
+        return None
+    return torch.kthvalue(torch.cat(inside), rank).values, below, inside
 
 
 def _check_scores(scores: torch.Tensor, what: str) -> None:
-    if scores.is_floating_point() and torch.isnan(scores).any():
+    # a sum is one cheap pass; only a non-finite sum needs the exact NaN search
+    if scores.is_floating_point() and not torch.isfinite(scores.sum()) and torch.isnan(scores).any():
         raise ValueError(f"importance scores of {what} contain NaN; every score must be a number")
 
 
@@ -444,6 +483,7 @@ def _global_prune(
     amount: int | float,
     scores: list[torch.Tensor],
     make_method: Any,
+    scratch: bool = False,
 ) -> None:
     keeps = [_current_mask(module, name) for module, name in pairs]
     total = sum(int(torch.count_nonzero(keep)) for keep in keeps)
@@ -451,7 +491,7 @@ def _global_prune(
     for score, (module, name) in zip(scores, pairs):
         _check_scores(score, _describe(module, name))
     scores = [s.to(keep.device) for s, keep in zip(scores, keeps)]
-    for (module, name), new_keep in zip(pairs, _drop_lowest(scores, keeps, k)):
+    for (module, name), new_keep in zip(pairs, _drop_lowest(scores, keeps, k, total, scratch)):
         _set_mask(module, name, new_keep, make_method())
 
 
@@ -492,12 +532,12 @@ def global_magnitude_prune(
                     f"{tuple(score.shape)}; expected {tuple(orig.shape)}"
                 )
         else:
-            score = orig.detach().abs()
+            score = orig.detach().abs()  # a fresh tensor: _drop_lowest may overwrite it
         scores.append(score)
     if given:
         module, name = next(iter(given))
         raise ValueError(f"importance_scores names {_describe(module, name)}, which is not in parameters")
-    _global_prune(pairs, amount, scores, lambda: MagnitudePruning(amount))
+    _global_prune(pairs, amount, scores, lambda: MagnitudePruning(amount), scratch=not importance_scores)
 
 
 def global_random_prune(
@@ -512,13 +552,14 @@ def global_random_prune(
     _validate_amount(amount)
     generator = torch.Generator().manual_seed(int(seed))
     scores = [torch.rand(_original(m, n).shape, generator=generator) for m, n in pairs]
-    _global_prune(pairs, amount, scores, lambda: RandomPruning(amount, seed))
+    _global_prune(pairs, amount, scores, lambda: RandomPruning(amount, seed), scratch=True)
 
 
 def pruned_parameters(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     """Every pruned tensor of ``model`` as ``(qualified name, module, tensor name)``.
 
     The qualified name is the unpruned state_dict key, e.g. ``"layer1.0.conv1.weight"``.
+    A tensor shared by several modules (weight tying) appears once per owning module.
     """
     found = []
     for module_name, module in model.named_modules():
@@ -532,8 +573,50 @@ def pruned_parameters(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
 
 
 def masks(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The masks of ``model`` as ``{qualified name: bool tensor on CPU}`` (copies)."""
-    return {
-        q: module._buffers[name + "_mask"].detach().bool().cpu().clone()
-        for q, module, name in pruned_parameters(model)
-    }
+    """The masks of ``model`` as ``{qualified name: bool tensor on CPU}`` (copies).
+
+    A tensor shared by several modules is listed once, under its first owner's name.
+    """
+    found: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for q, module, name in pruned_parameters(model):
+        orig = module._parameters[name + "_orig"]
+        if id(orig) not in seen:
+            seen.add(id(orig))
+            found[q] = module._buffers[name + "_mask"].detach().bool().cpu().clone()
+    return found
+
+
+def share_mask(owners: list[tuple[nn.Module, str]]) -> None:
+    """Give every module holding one shared Parameter the same prune state (weight tying).
+
+    ``owners`` are ``(module, name)`` pairs holding the same Parameter as ``<name>`` or
+    ``<name>_orig``, at least one of them pruned. Afterwards every owner holds it as
+    ``<name>_orig`` with one and the same bool ``<name>_mask`` buffer (the intersection of
+    the masks they had) and a pre-hook, so each owner's forward sees the masked weight and a
+    round that updates the mask in place reaches them all. :mod:`tickets.guard` calls this.
+    """
+    pruned = [(m, n) for m, n in owners if is_pruned_tensor(m, n)]
+    if not pruned:
+        raise ValueError("share_mask needs at least one pruned owner")
+    first, first_name = pruned[0]
+    keep = _current_mask(first, first_name)
+    for module, name in pruned[1:]:
+        keep = keep & _current_mask(module, name).to(keep.device)
+    found = _find_hook(first, first_name)
+    method = found[1] if found is not None and isinstance(found[1], _TicketsMethod) else FixedMask()
+    _set_mask(first, first_name, keep, method)
+    orig = first._parameters[first_name + "_orig"]
+    buffer = first._buffers[first_name + "_mask"]
+    for module, name in owners:
+        if module is first and name == first_name:
+            continue
+        if not is_pruned_tensor(module, name):  # the layout of a first prune.apply
+            del module._parameters[name]
+            module.register_parameter(name + "_orig", orig)
+        module._buffers[name + "_mask"] = buffer  # the same tensor object: shared in place
+        if _find_hook(module, name) is None:
+            hook = FixedMask()
+            hook._tensor_name = name
+            module.register_forward_pre_hook(hook)
+        refresh(module, name)

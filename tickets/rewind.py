@@ -70,6 +70,7 @@ def rewind(model: nn.Module, state: Mapping[str, torch.Tensor], *, strict: bool 
     """
     if not isinstance(state, Mapping):
         raise TypeError(f"state must be a mapping of state_dict keys to tensors; got {type(state).__name__}")
+    install_guard(model)  # first: tied owners of a pruned tensor must be masked when written
     pruned = _pruned_keys(model)
     targets: dict[str, torch.Tensor] = {}
     for key, value in model.state_dict(keep_vars=True).items():
@@ -104,7 +105,6 @@ def rewind(model: nn.Module, state: Mapping[str, torch.Tensor], *, strict: bool 
         )
     for q, (module, name) in pruned.items():
         methods.refresh(module, name)
-    install_guard(model)
     return model
 
 

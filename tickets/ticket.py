@@ -124,10 +124,13 @@ class Ticket:
                 if key.endswith("_orig") and key[: -len("_orig")] in found:
                     key = key[: -len("_orig")]
                 state[key] = value.detach().cpu().clone()
-            for key, mask in found.items():
+            for key in found:
                 if key not in state:
                     raise KeyError(f"rewind_state has no entry for pruned tensor {key!r}")
-                state[key] = state[key] * mask.to(state[key].dtype)
+            for key, module, name in methods.pruned_parameters(model):  # tied owners too
+                if key in state:
+                    mask = module._buffers[name + "_mask"].detach().cpu()
+                    state[key] = state[key] * mask.to(state[key].dtype)
         return cls(found, state, history or [], meta or {})
 
     # ------------------------------------------------------------------ facts
@@ -153,7 +156,7 @@ class Ticket:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the ticket to ``path`` (atomically; loadable with ``weights_only=True``).
 
-        Masks are stored bit-packed as bool tensors, history and meta as JSON text.
+        Masks are stored as bool tensors (one byte per entry), history and meta as JSON text.
         """
         payload = {
             "format": FORMAT,
@@ -195,6 +198,9 @@ class Ticket:
                 f"{str(path)!r} has ticket format version {payload.get('version')!r}; "
                 f"this version of torch-tickets reads version {VERSION}"
             )
+        missing = [k for k in ("masks", "rewind_state", "history", "meta") if k not in payload]
+        if missing:
+            raise ValueError(f"{str(path)!r} is an incomplete ticket file: it has no {missing[0]!r}")
         return cls(
             payload["masks"],
             payload["rewind_state"],
