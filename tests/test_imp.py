@@ -261,3 +261,22 @@ def test_bad_input_fails_before_training() -> None:
         prune(_model(), PrACSampler(TRAIN), rounds=2, epochs=2, batch_size=32, rewind_to="2ep")
     with pytest.raises(TypeError, match="unknown schedule argument"):
         prune(_model(), PrACSampler(TRAIN), rounds=2, schedule=dict(epochs=2, momentun=0.9))
+
+
+def test_selection_variants_reach_prune() -> None:
+    ticket = prune(_model(), PrACSampler(TRAIN), rounds=2, selection=SelectionRule(top_fraction=0.5, per_class=True),
+                   **COMMON)
+    counts = torch.bincount(TRAIN.tensors[1])
+    expected = sum(int(round(0.5 * int(c))) for c in counts)
+    assert ticket.history[0]["next_set"]["hard"] == expected
+    assert ticket.meta["selection"]["per_class"] is True
+
+
+def test_train_with_amp_and_channels_last_on_a_conv_net() -> None:
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, 2))
+    images = TensorDataset(torch.randn(40, 1, 6, 6), torch.randint(0, 2, (40,)))
+    result = train(conv, images, epochs=2, batch_size=8, lr=0.05, amp=True, channels_last=True, eval_data=images)
+    assert result.steps == 10 and result.val_acc is not None
+    assert all(torch.isfinite(p).all() for p in conv.parameters())

@@ -340,7 +340,10 @@ def _load_run(directory: Path, fingerprint: str) -> _Run | None:
     path = directory / "state.pt"
     if not path.is_file():
         return None
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
+    except Exception as e:
+        raise ValueError(f"{str(path)!r} is not a readable checkpoint of tickets.prune: {e}") from None
     if payload.get("format") != STATE_FORMAT or payload.get("version") != STATE_VERSION:
         raise ValueError(f"{str(path)!r} is not a checkpoint of this version of tickets.prune")
     if payload["fingerprint"] != fingerprint:
@@ -452,10 +455,10 @@ def prune(
             :func:`tickets.prunable_parameters` (conv and linear, classifier and stem dense).
         selection: how PrAC sets are chosen (:class:`tickets.stats.SelectionRule`).
         scale_schedule: scale the schedule by ``r`` on PrAC sets (the paper); False trains
-            every round for the full number of epochs.
+            every round for the full number of epochs. Only a :class:`PrACSampler` scales:
+            another sampler (even over a subset) always gets the full schedule.
         early_bird: True or an :class:`EarlyBird` to stop rounds >= 1 early when the mask
-            stops moving (only when the sampler is a PrACSampler... or any sampler: it is
-            applied to every round after the first).
+            stops moving (with any sampler; round 0 always runs to the end).
         num_workers, loader_kwargs: DataLoader options (workers, ``persistent_workers``...).
         amp, channels_last: mixed precision and memory format.
         loss_fn: ``(logits, targets) -> loss``; default cross-entropy.
@@ -492,6 +495,8 @@ def prune(
         if train_data is None:
             raise ValueError("pass a sampler over the training set (PrACSampler(train_set) or RandomSampler(train_set))")
         sampler = PrACSampler(train_data, seed=seed)
+    if train_data is not None and not isinstance(train_data, Dataset):
+        raise TypeError(f"train_data must be a map-style Dataset (the loader is built for you); got {type(train_data).__name__}")
     if not isinstance(sampler, Sampler) and not hasattr(sampler, "__iter__"):
         raise TypeError(f"sampler must be a torch Sampler; got {type(sampler).__name__}")
     source = dataset_of(sampler)
@@ -590,9 +595,10 @@ def prune(
                 checkpoint()
             set_size = len(sampler)  # type: ignore[arg-type]
             ratio = set_size / n
-            round_sched = sched.scaled(ratio) if scale_schedule and ratio < 1.0 else sched
+            scaled = scale_schedule and is_prac and ratio < 1.0
+            round_sched = sched.scaled(ratio) if scaled else sched
             spe = round_sched.steps_per_epoch(set_size)
-            start = 0 if k == 0 else min(int(round(rewind_epochs * ratio * spe)) if scale_schedule else rewind_step,
+            start = 0 if k == 0 else min(int(round(rewind_epochs * ratio * spe)) if scaled else int(round(rewind_epochs * spe)),
                                          round_sched.total_steps(set_size) - 1)
             stats = SampleStats(n, dev) if adaptive else None
 

@@ -392,6 +392,24 @@ def _seed_everything(seed: int) -> None:
     np.random.seed(seed % (2**32))
 
 
+def _rng_state() -> dict[str, Any]:
+    """Global RNG states as tensors and plain values (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()  # type: ignore[misc]
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (str(name), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(gauss)),
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
 def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
@@ -533,7 +551,7 @@ class Trainer:
             "stats": self.stats.state_dict() if self.stats is not None else None,
             "sampler_generator": generator.get_state() if isinstance(generator, torch.Generator) else None,
             "early_stop": early.state_dict() if early is not None and hasattr(early, "state_dict") else None,
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
+            "rng": _rng_state(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -554,11 +572,8 @@ class Trainer:
             generator.set_state(state["sampler_generator"])
         if self.early_stop is not None and state.get("early_stop") is not None and hasattr(self.early_stop, "load_state_dict"):
             self.early_stop.load_state_dict(state["early_stop"])  # type: ignore[attr-defined]
-        rng = state.get("rng")
-        if rng:
-            torch.set_rng_state(rng["torch"])
-            random.setstate(rng["python"])
-            np.random.set_state(rng["numpy"])
+        if state.get("rng"):
+            _set_rng_state(state["rng"])
 
     # ------------------------------------------------------------------ the loop
     def _set_lr(self) -> float:
