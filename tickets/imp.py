@@ -564,7 +564,7 @@ def prune(
     if isinstance(generator, torch.Generator) and run.sampler_generator is not None:
         generator.set_state(run.sampler_generator)
     if run.phase == "done":
-        return _ticket(run.masks, run, base_meta)  # type: ignore[arg-type]
+        return _finish(run, base_meta, directory)
 
     from tqdm.auto import tqdm
 
@@ -687,6 +687,8 @@ def prune(
             run.masks = _current_masks(pairs, names)
             run.model = _state(model)
             checkpoint()
+            if run.phase == "done":
+                _finish(run, base_meta, directory)  # the final ticket exists before on_round runs
             if not quiet:
                 tqdm.write(_summary(entry, n))
             log.info(_summary(entry, n))
@@ -695,8 +697,13 @@ def prune(
                 on_round(entry)
     finally:
         bar.close()
+    return _ticket(run.masks, run, base_meta)  # type: ignore[arg-type]
+
+
+def _finish(run: _Run, base_meta: Mapping[str, Any], directory: Path | None) -> Ticket:
+    """The final ticket, saved as ``ticket.ticket`` in ``directory`` if not there yet."""
     ticket = _ticket(run.masks, run, base_meta)  # type: ignore[arg-type]
-    if directory is not None:
+    if directory is not None and not (directory / "ticket.ticket").is_file():
         ticket.save(directory / "ticket.ticket")
     return ticket
 
