@@ -280,3 +280,12 @@ def test_train_with_amp_and_channels_last_on_a_conv_net() -> None:
     result = train(conv, images, epochs=2, batch_size=8, lr=0.05, amp=True, channels_last=True, eval_data=images)
     assert result.steps == 10 and result.val_acc is not None
     assert all(torch.isfinite(p).all() for p in conv.parameters())
+
+
+def test_demo_runs_end_to_end_on_the_bundled_digits(tmp_path: Path) -> None:
+    from tickets.demo import run_demo
+
+    result = run_demo(rounds=2, epochs=2, out=tmp_path, measure=False, quiet=True)
+    assert Ticket.load(result["paths"]["prac"]).sparsity == pytest.approx(0.3, abs=0.01)
+    assert "saved (cum.)" in result["table"] and "total optimizer steps" in result["table"]
+    assert result["imp"].history[0]["steps"] == result["prac"].history[0]["steps"]

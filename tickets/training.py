@@ -215,7 +215,7 @@ def make_schedule(schedule: Schedule | Mapping[str, Any] | None = None, **kwargs
         base = dict(schedule)
     elif schedule is not None:
         raise TypeError(f"schedule must be a Schedule, a mapping or None; got {type(schedule).__name__}")
-    base.update({k: v for k, v in kwargs.items() if v is not None or k in ("optimizer", "lr_fn")})
+    base.update({k: v for k, v in kwargs.items() if v is not None})  # None = "not given", keeps the schedule's value
     lr_schedule = base.pop("lr_schedule", None)
     if "warmup" in base:
         base["warmup_epochs"] = base.pop("warmup")
