@@ -4,6 +4,15 @@ The public API lives here; see ``docs/`` for guides.
 """
 
 from tickets.guard import install_guard
+from tickets.imp import (
+    EarlyBird,
+    RunInterrupted,
+    Savings,
+    iteration_savings,
+    load_prac_sets,
+    prune,
+    retrain,
+)
 from tickets.methods import (
     FixedMask,
     MagnitudePruning,
@@ -18,12 +27,31 @@ from tickets.methods import (
     random_prune,
 )
 from tickets.rewind import enforce_masks, rewind, snapshot
+from tickets.sampler import IndexedDataset, PrACSampler
 from tickets.selection import find_classifier, find_stem, prunable_parameters
+from tickets.stats import EmptySelectionError, SampleStats, SelectionRule
 from tickets.ticket import SparsityReport, Ticket, sparsity_report
+from tickets.training import Schedule, TrainResult, evaluate, train
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EarlyBird",
+    "EmptySelectionError",
+    "IndexedDataset",
+    "PrACSampler",
+    "RunInterrupted",
+    "SampleStats",
+    "Savings",
+    "Schedule",
+    "SelectionRule",
+    "TrainResult",
+    "evaluate",
+    "iteration_savings",
+    "load_prac_sets",
+    "prune",
+    "retrain",
+    "train",
     "FixedMask",
     "MagnitudePruning",
     "MaskedWeight",
