@@ -40,7 +40,7 @@ import tickets
 from benchmarks.reproduce.config import PRESETS, Preset
 from benchmarks.reproduce.experiments import Context, build_model, register_experiment
 from benchmarks.reproduce.report import fmt, markdown_table, plot_accuracy, write_json
-from tickets.data import balanced_subset
+from tickets.data import balanced_subset, load_dataset
 from tickets.stability import instability
 from tickets.training import Schedule, train as train_run
 
@@ -66,6 +66,10 @@ class RewindingSettings:
         test_images: test images used; None: all.
         train_eval_images: training images (no augmentation) for the training barrier.
         kinds, keep_dense: which weights are pruned (``tickets.prunable_parameters``).
+        data_pool: ``(training, test)`` images drawn first, class-balanced with the run's
+            seed, by ``tickets.data.load_dataset``; ``train_images`` and ``test_images`` are
+            then drawn from them. None takes the splits the harness loaded for its preset.
+            Fixing it keeps a preset's images independent of the harness's presets.
     """
 
     name: str
@@ -86,6 +90,7 @@ class RewindingSettings:
     gamma: float = 0.1
     kinds: tuple[str, ...] = ("conv",)
     keep_dense: tuple[str, ...] = ("classifier",)
+    data_pool: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -112,6 +117,7 @@ SETTINGS: dict[str, RewindingSettings] = {
     "quick": RewindingSettings(
         name="quick", epochs=5, lr=0.1, milestones=(3, 4), batch_size=64, levels=2, amount=0.5,
         alphas=7, bn_batches=4, train_images=4000, test_images=1000, train_eval_images=1000,
+        data_pool=(6000, 2000),
     ),
     "smoke": RewindingSettings(
         name="smoke", epochs=2, lr=0.05, milestones=(1,), batch_size=16, levels=2, amount=0.5,
@@ -231,9 +237,14 @@ def rewinding(ctx: Context) -> dict[str, Any]:
     s = settings_for(cfg.preset)
     device = cfg.device
     seed = cfg.seed
-    train = _subset(ctx.splits.train, s.train_images, seed)
-    train_eval = _subset(ctx.splits.train_eval, s.train_eval_images, seed + 3)
-    test = _subset(ctx.splits.test, s.test_images, seed + 4)
+    splits = ctx.splits
+    if s.data_pool is not None and (len(splits.train), len(splits.test)) != s.data_pool:
+        ctx.log(f"rewinding: drawing its own {s.data_pool[0]} training and {s.data_pool[1]} test images")
+        splits = load_dataset(cfg.dataset, cfg.data_dir, train_size=s.data_pool[0], test_size=s.data_pool[1],
+                              seed=seed, progress=not cfg.quiet)
+    train = _subset(splits.train, s.train_images, seed)
+    train_eval = _subset(splits.train_eval, s.train_eval_images, seed + 3)
+    test = _subset(splits.test, s.test_images, seed + 4)
     schedule = make_schedule(s)
     per_epoch = schedule.steps_per_epoch(len(train))
     total = schedule.total_steps(len(train))
@@ -244,7 +255,8 @@ def rewinding(ctx: Context) -> dict[str, Any]:
     )
     cache = _Cache(ctx.out / "checkpoints" / "rewinding")
     cache.check_settings({"settings": s.to_dict(), "arch": cfg.arch, "dataset": cfg.dataset, "seed": seed,
-                          "train": len(train), "test": len(test), "train_eval": len(train_eval)})
+                          "train": len(train), "test": len(test), "train_eval": len(train_eval),
+                          "pool": [len(splits.train), len(splits.test)]})
     eval_loader = torch.utils.data.DataLoader
     test_batches = eval_loader(test, batch_size=250)
     train_eval_batches = eval_loader(train_eval, batch_size=250)

@@ -93,6 +93,13 @@ def test_independent_solutions_have_a_positive_barrier(data: dict, two_solutions
     assert result.train.loss_barrier > 0
 
 
+def test_interpolated_statistics_inflate_the_barrier(data: dict, two_solutions: tuple) -> None:
+    a, b = two_solutions
+    recomputed = error_barrier(a, b, data["train"], alphas=11)
+    interpolated = error_barrier(a, b, data["train"], alphas=11, recompute_bn=False)
+    assert interpolated.train_barrier > recomputed.train_barrier > 0
+
+
 def test_barrier_does_not_change_the_models(data: dict, two_solutions: tuple) -> None:
     a, b = two_solutions
     before = [copy.deepcopy(a.state_dict()), copy.deepcopy(b.state_dict())]
