@@ -360,3 +360,27 @@ def test_rewinding_refuses_to_resume_a_run_with_other_settings(tmp_path) -> None
     cache.check_settings({"epochs": 5, "arch": "res20s"})  # same settings: resumes
     with pytest.raises(ValueError, match=r"other settings \(differences in \['epochs'\]\)"):
         cache.check_settings({"epochs": 6, "arch": "res20s"})
+
+
+def test_rewinding_experiment_runs_end_to_end_on_a_tiny_folder(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_reproduce import write_image_folder
+
+    _rewinding_module()
+    from benchmarks.reproduce import main
+
+    folder = write_image_folder(tmp_path / "data", train_per_class=20, test_per_class=4)
+    out = tmp_path / "out"
+    argv = ["cifar10", "--experiment", "rewinding", "--preset", "smoke", "--data-dir", str(folder),
+            "--out", str(out), "--quiet", "--device", "cpu"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["rewind_steps"] == [0, 1]
+    assert {r["sparsity"] for r in results["rows"]} == {0.0, 0.5, 0.75}
+    assert all(0 <= st["dense_test_barrier"] <= 1 for st in results["stability"])
+    assert (out / "accuracy_vs_sparsity.png").exists() and (out / "barrier_vs_k.png").exists()
+    assert main(argv) == 0  # resumes from the cache
