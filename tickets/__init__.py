@@ -29,6 +29,17 @@ from tickets.methods import (
 from tickets.rewind import enforce_masks, rewind, snapshot
 from tickets.sampler import IndexedDataset, PrACSampler
 from tickets.selection import find_classifier, find_stem, prunable_parameters
+from tickets import stability
+from tickets.stability import (
+    ErrorBarrier,
+    Instability,
+    Interpolation,
+    error_barrier,
+    instability,
+    interpolate,
+    interpolated_model,
+    recompute_bn_statistics,
+)
 from tickets.stats import EmptySelectionError, SampleStats, SelectionRule
 from tickets.ticket import SparsityReport, Ticket, sparsity_report
 from tickets.training import Schedule, TrainResult, evaluate, train
@@ -36,6 +47,15 @@ from tickets.training import Schedule, TrainResult, evaluate, train
 __version__ = "0.1.0"
 
 __all__ = [
+    "stability",
+    "ErrorBarrier",
+    "Instability",
+    "Interpolation",
+    "error_barrier",
+    "instability",
+    "interpolate",
+    "interpolated_model",
+    "recompute_bn_statistics",
     "EarlyBird",
     "EmptySelectionError",
     "IndexedDataset",
