@@ -102,34 +102,20 @@ def find_ticket(ctx: Context, model: nn.Module, sampler: Any, *, name: str, earl
 
     Returns the :class:`tickets.Ticket` of the last round, with the per-round ``history``.
     """
-    from tickets.imp import RunInterrupted, prune
+    from tickets.imp import prune
     from tickets.selection import prunable_parameters
 
     preset, cfg = ctx.config.preset, ctx.config
-
-    def stop_after_last_round(entry: dict[str, Any]) -> None:
-        # the last round's checkpoint is written before on_round: stop there and reload the
-        # finished run below (guards against a search loop that does not end by itself)
-        if entry["round"] >= preset.rounds - 1:
-            raise RunInterrupted("last round finished")
-
-    def search() -> Any:
-        pruned = copy.deepcopy(model)
-        return prune(
-            pruned, sampler, rounds=preset.rounds, amount=preset.amount, schedule=schedule_of(preset),
-            rewind_to=f"{preset.rewind_epoch}ep" if preset.rewind_epoch else 0,
-            train_eval_data=ctx.splits.train_eval, eval_data=ctx.splits.val, test_data=ctx.splits.test,
-            device=cfg.device, checkpoint_dir=ctx.out / "checkpoints" / name,
-            parameters=prunable_parameters(pruned, keep_dense=preset.keep_dense, kinds=preset.kinds),
-            early_bird=early_bird, num_workers=preset.num_workers, quiet=cfg.quiet, seed=cfg.seed,
-            meta={"arch": cfg.transfer_arch if name == "source" else cfg.arch, "dataset": cfg.dataset, "preset": preset.name},
-            on_round=stop_after_last_round,
-        )
-
-    try:
-        return search()
-    except RunInterrupted:
-        return search()  # the finished run, reloaded from its checkpoint
+    pruned = copy.deepcopy(model)
+    return prune(
+        pruned, sampler, rounds=preset.rounds, amount=preset.amount, schedule=schedule_of(preset),
+        rewind_to=f"{preset.rewind_epoch}ep" if preset.rewind_epoch else 0,
+        train_eval_data=ctx.splits.train_eval, eval_data=ctx.splits.val, test_data=ctx.splits.test,
+        device=cfg.device, checkpoint_dir=ctx.out / "checkpoints" / name,
+        parameters=prunable_parameters(pruned, keep_dense=preset.keep_dense, kinds=preset.kinds),
+        early_bird=early_bird, num_workers=preset.num_workers, quiet=cfg.quiet, seed=cfg.seed,
+        meta={"arch": cfg.transfer_arch if name == "source" else cfg.arch, "dataset": cfg.dataset, "preset": preset.name},
+    )
 
 
 def measure_ticket(ctx: Context, model: nn.Module, ticket: Any, *, name: str) -> dict[str, Any]:
