@@ -10,9 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-# benchmarks/ is a top-level folder of the repository, not part of the installed package
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from benchmarks.reproduce import EXPERIMENTS, PRESETS, main, parse_args
 from benchmarks.reproduce.config import Preset
 from benchmarks.reproduce.experiments import compare_rows

@@ -317,11 +317,7 @@ def test_instability_rejects_bad_arguments_before_training(data: dict) -> None:
 
 # ---------------------------------------------------------------------- the rewinding experiment
 def _rewinding_module():  # type: ignore[no-untyped-def]
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed
-    from benchmarks import rewinding
+    from benchmarks import rewinding  # the repository root is on pytest's pythonpath
 
     return rewinding
 
@@ -364,10 +360,7 @@ def test_rewinding_refuses_to_resume_a_run_with_other_settings(tmp_path) -> None
 
 def test_rewinding_experiment_runs_end_to_end_on_a_tiny_folder(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import json
-    import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from test_reproduce import write_image_folder
 
     _rewinding_module()
