@@ -25,7 +25,6 @@ The check (:func:`check_model`), on a randomly initialised model with a 7-class 
 
 from __future__ import annotations
 
-import copy
 import gc
 import os
 import time
