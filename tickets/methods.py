@@ -159,11 +159,13 @@ def _kth_in_bracket(
 
     None when the ``k``-th smallest is outside ``[lo, hi]``.
     """
-    below = sum(int(torch.count_nonzero(m < lo)) for m in masked)
+    below = 0
     inside = []
     for m in masked:
-        in_bracket = m >= lo
-        in_bracket &= m <= hi
+        under = m < lo
+        below += int(torch.count_nonzero(under))
+        in_bracket = m <= hi
+        in_bracket ^= under  # lo <= hi: "under" implies "<= hi", so xor leaves lo <= m <= hi
         inside.append(m[in_bracket].cpu())
     rank = k - below
     if not 0 < rank <= sum(b.numel() for b in inside):
