@@ -72,8 +72,7 @@ def render(results: dict[str, dict]) -> str:
         out.append(
             f"Last recorded run: **{passed}/{len(results)} models pass**; the per-model seconds add up "
             f"to {seconds / 60:.1f} min{(' on ' + meta['machine']) if meta else ''}, one intra-op "
-            f"thread (wall times of the check, on a 2-core machine shared with other jobs: "
-            f"the slower rows were measured under load).\n"
+            f"thread (wall time of each model's check as the recording run measured it).\n"
         )
     for title, specs in (("torchvision (every classification builder)", zoo.TORCHVISION),
                          ("timm (smallest variant of each family)", zoo.TIMM)):
