@@ -33,6 +33,7 @@ Example::
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,9 @@ __all__ = [
     "ImageDataset",
     "Augment",
     "Normalize",
+    "BatchLoader",
     "balanced_subset",
+    "batch_loader",
     "load_dataset",
     "load_image_folder",
     "validation_indices",
@@ -96,6 +99,11 @@ class Normalize:
     def __call__(self, image: Tensor) -> Tensor:
         return (image.float().div_(255.0) - self.mean) / self.std
 
+    def batch(self, images: Tensor) -> Tensor:
+        """The same for a uint8 ``N x C x H x W`` batch, in one tensor operation."""
+        scale = (1.0 / (255.0 * self.std)).to(images.device)
+        return images.float().mul_(scale).sub_((self.mean / self.std).to(images.device))
+
     def __repr__(self) -> str:
         return f"Normalize(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
 
@@ -106,6 +114,9 @@ class Augment:
 
     Works on uint8 CHW tensors and draws from torch's global generator, so DataLoader
     workers (seeded per worker by PyTorch) give different, reproducible augmentations.
+    :meth:`batch` does the same for a whole ``N x C x H x W`` batch with tensor operations
+    (each image its own crop offsets and flip), which is how in-memory data sets are
+    augmented by the training engine.
     """
 
     def __init__(self, size: int, padding: int = 4, flip: bool = True) -> None:
@@ -125,6 +136,28 @@ class Augment:
             image = image.flip(-1)
         return image
 
+    def batch(self, images: Tensor) -> Tensor:
+        """Augment a ``N x C x H x W`` batch: an independent crop offset and flip per image.
+
+        Three draws per batch from torch's global generator (tops, lefts, flips), so a
+        seeded epoch gives the same augmentation every time.
+        """
+        n, p, s = images.shape[0], self.padding, self.size
+        if p:
+            images = torch.nn.functional.pad(images, (p, p, p, p))
+        h, w = images.shape[-2:]
+        tops = torch.randint(0, h - s + 1, (n,))
+        lefts = torch.randint(0, w - s + 1, (n,))
+        steps = torch.arange(s)
+        rows = (tops[:, None] + steps).to(images.device)  # n x s
+        cols = (lefts[:, None] + steps).to(images.device)  # n x s
+        if self.flip:
+            flips = (torch.rand(n) < 0.5).to(images.device)
+            cols = torch.where(flips[:, None], cols.flip(1), cols)
+        batch_index = torch.arange(n, device=images.device)[:, None, None]
+        # advanced indexing on dims 0, 2, 3 -> n x s x s x C; back to n x C x s x s
+        return images[batch_index, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
+
     def __repr__(self) -> str:
         return f"Augment(size={self.size}, padding={self.padding}, flip={self.flip})"
 
@@ -137,6 +170,15 @@ class _Compose:
         for step in self.steps:
             image = step(image)
         return image
+
+    @property
+    def batchable(self) -> bool:
+        return all(hasattr(step, "batch") for step in self.steps)
+
+    def batch(self, images: Tensor) -> Tensor:
+        for step in self.steps:
+            images = step.batch(images)  # type: ignore[attr-defined]
+        return images
 
     def __repr__(self) -> str:
         return " -> ".join(repr(s) for s in self.steps)
@@ -208,6 +250,32 @@ class ImageDataset(Dataset):
             image = self.transform(image)
         return image, int(self._targets[j])
 
+    @property
+    def batchable(self) -> bool:
+        """True when :meth:`get_batch` works with tensor operations only (in-memory images,
+        a transform that has a ``batch`` method, or none)."""
+        t = self.transform
+        return self.in_memory and (t is None or bool(getattr(t, "batchable", hasattr(t, "batch"))))
+
+    def get_batch(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """The samples at ``positions`` (a LongTensor of positions in this data set) as one
+        ``(inputs, targets)`` batch, transformed batch-wise.
+
+        In memory with a batchable transform, this is one gather and a few tensor operations
+        (no per-sample Python); otherwise the items are read one by one and stacked.
+        """
+        positions = torch.as_tensor(positions, dtype=torch.long)
+        if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= len(self)):
+            raise IndexError(f"positions must lie in [0, {len(self)}), got range [{int(positions.min())}, {int(positions.max())}]")
+        rows = self._indices[positions]
+        if not self.batchable:
+            items = [self[int(i)] for i in positions]
+            return torch.stack([torch.as_tensor(x) for x, _ in items]), torch.tensor([y for _, y in items])
+        images = self._images[rows]  # type: ignore[index]
+        if self.transform is not None:
+            images = self.transform.batch(images)  # type: ignore[attr-defined]
+        return images, self._targets[rows]
+
     def subset(self, indices: Sequence[int] | Tensor, transform: Callable[[Tensor], Tensor] | None | str = "same") -> ImageDataset:
         """A view of the samples at ``indices`` (positions in this data set), sharing storage.
 
@@ -227,6 +295,52 @@ class ImageDataset(Dataset):
     def __repr__(self) -> str:
         where = "in memory" if self.in_memory else "on disk"
         return f"ImageDataset({len(self)} images {where}, transform={self.transform!r})"
+
+
+class BatchLoader:
+    """Batches of an in-memory data set made with tensor operations, in a sampler's order.
+
+    Iterating gives ``(inputs, targets, indices)`` batches like a ``DataLoader`` over
+    :class:`tickets.sampler.IndexedDataset` with the same sampler and batch size would (the
+    last batch may be smaller), but each batch is one gather from the decoded uint8 images
+    plus a batched transform (:meth:`ImageDataset.get_batch`): no per-sample Python, no
+    worker processes. The sampler is iterated once per pass, so ``set_epoch`` and PrAC sets
+    work as with a ``DataLoader``.
+
+    Args:
+        dataset: a data set with ``get_batch`` (an in-memory :class:`ImageDataset`).
+        batch_size: samples per batch.
+        sampler: the order (any iterable of positions with a length); None = 0..N-1 in order.
+    """
+
+    def __init__(self, dataset: ImageDataset, batch_size: int, sampler: Sequence[int] | object | None = None) -> None:
+        if not hasattr(dataset, "get_batch"):
+            raise TypeError(f"BatchLoader needs a data set with get_batch (an in-memory ImageDataset); got {type(dataset).__name__}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1; got {batch_size!r}")
+        self.dataset, self.batch_size, self.sampler = dataset, batch_size, sampler
+
+    def __len__(self) -> int:
+        n = len(self.sampler) if self.sampler is not None else len(self.dataset)  # type: ignore[arg-type]
+        return -(-n // self.batch_size)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        if self.sampler is None:
+            order = torch.arange(len(self.dataset))
+        else:
+            order = torch.as_tensor(list(iter(self.sampler)), dtype=torch.long)  # type: ignore[call-overload]
+        for chunk in order.split(self.batch_size):
+            x, y = self.dataset.get_batch(chunk)
+            yield x, y, chunk
+
+
+def batch_loader(data: object, batch_size: int, sampler: object | None = None) -> BatchLoader | None:
+    """A :class:`BatchLoader` over ``data`` when it can be batched with tensor operations
+    (an in-memory :class:`ImageDataset` whose transform has a batched form), else None
+    (the caller then uses a ``DataLoader``)."""
+    if isinstance(data, ImageDataset) and data.batchable:
+        return BatchLoader(data, batch_size, sampler)
+    return None
 
 
 @dataclass
@@ -332,7 +446,10 @@ def _decode_all(paths: Sequence[Path], size: int, desc: str, progress: bool) -> 
     from tqdm.auto import tqdm
 
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
-    for i, p in enumerate(tqdm(paths, desc=desc, disable=not progress, leave=False, mininterval=1.0)):
+    if progress and not sys.stderr.isatty():
+        print(f"{desc}: {len(paths):,} images", file=sys.stderr, flush=True)
+    bar = progress and sys.stderr.isatty()
+    for i, p in enumerate(tqdm(paths, desc=desc, disable=not bar, leave=False, mininterval=1.0)):
         out[i] = _read_image(p, size)
     return out
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +39,9 @@ from tickets.sampler import PrACSampler, dataset_of, targets_of
 from tickets.selection import prunable_parameters
 from tickets.stats import SampleStats, SelectionRule, disagreement, predict, select
 from tickets.ticket import Ticket, atomic_save
-from tickets.training import LossFn, Schedule, Trainer, TrainResult, make_schedule, parse_step, train
+from tickets.training import (
+    LossFn, Schedule, Trainer, TrainResult, interactive, make_schedule, parse_step, resolve_channels_last, resolve_precision, train,
+)
 
 __all__ = ["prune", "retrain", "EarlyBird", "iteration_savings", "Savings", "load_prac_sets", "RunInterrupted"]
 
@@ -269,6 +272,23 @@ def _rewind_point(rewind_to: int | str, spe_full: int, total_full: int) -> int:
     return step
 
 
+def _time_ratio(sched: Schedule, n: int, set_size: int, min_step_fraction: float) -> tuple[float, bool]:
+    """The schedule ratio of a PrAC round on ``set_size`` of ``n`` samples, and whether the
+    small-set floor raised it.
+
+    The paper's reduced schedule runs ``int(E * r)`` epochs of ``r * N`` samples (about
+    ``r**2`` of a full round's steps). The floor raises the epochs (never above ``E``) so
+    that the round takes at least ``min_step_fraction`` of a full round's steps.
+    """
+    ratio = set_size / n
+    plain = max(1, int(sched.epochs * ratio + 1e-9))
+    needed = math.ceil(min_step_fraction * sched.total_steps(n) / sched.steps_per_epoch(set_size) - 1e-9)
+    epochs = min(sched.epochs, max(plain, needed))
+    if epochs <= plain:
+        return ratio, False
+    return epochs / sched.epochs, True
+
+
 def _qualified(model: nn.Module, parameters: list[tuple[nn.Module, str]]) -> list[str]:
     names = {id(m): n for n, m in model.named_modules()}
     out = []
@@ -390,13 +410,15 @@ def prune(
     parameters: Sequence[tuple[nn.Module, str]] | None = None,
     selection: SelectionRule | None = None,
     scale_schedule: bool = True,
+    min_step_fraction: float = 0.1,
     early_bird: bool | EarlyBird = False,
     num_workers: int = 0,
     loader_kwargs: Mapping[str, Any] | None = None,
-    amp: bool = False,
-    channels_last: bool = False,
+    amp: bool | None = None,
+    channels_last: bool | None = None,
     loss_fn: LossFn | None = None,
     quiet: bool = False,
+    precision: str | None = None,
     seed: int = 0,
     meta: Mapping[str, Any] | None = None,
     on_epoch: Callable[[int, dict[str, Any]], Any] | None = None,
@@ -457,10 +479,20 @@ def prune(
         scale_schedule: scale the schedule by ``r`` on PrAC sets (the paper); False trains
             every round for the full number of epochs. Only a :class:`PrACSampler` scales:
             another sampler (even over a subset) always gets the full schedule.
+        min_step_fraction: the small-set safeguard: a PrAC round trains at least this
+            fraction of a full round's optimizer steps (default 0.1). A set of ``r`` of the
+            data gets about ``r**2`` of the steps; below ``sqrt(min_step_fraction)`` (32% for
+            0.1) the round's epochs are raised so that it still trains enough for its mask to
+            mean something (the history marks it ``step_floor``). 0 disables it.
         early_bird: True or an :class:`EarlyBird` to stop rounds >= 1 early when the mask
             stops moving (with any sampler; round 0 always runs to the end).
         num_workers, loader_kwargs: DataLoader options (workers, ``persistent_workers``...).
-        amp, channels_last: mixed precision and memory format.
+        precision: ``"auto"`` (default: bf16 autocast where the CPU or GPU has native bf16, fp16
+            on older GPUs, fp32 otherwise), ``"bf16"``, ``"fp16"`` or ``"fp32"``; see
+            :func:`tickets.training.resolve_precision`. The history records what ran.
+        amp: the older switch (True = mixed precision, False = fp32); ``precision`` wins.
+        channels_last: memory format; None = the rule of
+            :func:`tickets.training.resolve_channels_last` (convolutional models yes).
         loss_fn: ``(logits, targets) -> loss``; default cross-entropy.
         quiet: no progress bars and no per-round summary lines.
         seed: seed of data order and augmentation (model initialization is the caller's).
@@ -487,6 +519,8 @@ def prune(
         raise ValueError(f"rounds must be an int >= 1 (round 0 is the dense training); got {rounds!r}")
     if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0.0 < float(amount) < 1.0:
         raise ValueError(f"amount must be a fraction of the surviving weights in (0, 1), e.g. 0.2; got {amount!r}")
+    if isinstance(min_step_fraction, bool) or not isinstance(min_step_fraction, (int, float)) or not 0.0 <= min_step_fraction <= 1.0:
+        raise ValueError(f"min_step_fraction must be a fraction of a full round's steps in [0, 1], e.g. 0.1; got {min_step_fraction!r}")
     if rewind not in ("weights", "lr"):
         raise ValueError(f"rewind must be 'weights' (rewind weights and schedule) or 'lr' (schedule only); got {rewind!r}")
     if isinstance(sampler, Dataset):
@@ -523,6 +557,8 @@ def prune(
     sched = make_schedule(schedule, epochs=epochs, optimizer=optimizer, lr_schedule=lr_schedule, batch_size=batch_size, lr=lr)
     dev = torch.device(device) if device is not None else next(iter(model.parameters()), torch.empty(0)).device
     model.to(dev)
+    prec = resolve_precision(dev, precision, amp)
+    memory_cl = resolve_channels_last(model, channels_last)
     classes = _check_model_output(model, train_data, dev)
     spe_full = sched.steps_per_epoch(n)
     rewind_step = _rewind_point(rewind_to, spe_full, sched.total_steps(n))
@@ -540,6 +576,7 @@ def prune(
         "rewind": rewind, "num_samples": n, "sampler": type(sampler).__name__, "adaptive": adaptive,
         "seed": int(seed), "selection": rule.to_dict() if adaptive else None, "scale_schedule": scale_schedule,
         "early_bird": repr(bird) if bird else None, "parameters": names, "classes": classes,
+        "precision": prec, "min_step_fraction": float(min_step_fraction) if adaptive else None,
     }
     fingerprint = json.dumps(config, sort_keys=True)
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -568,7 +605,7 @@ def prune(
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=rounds, initial=run.round, desc="rounds", unit="round", disable=quiet, dynamic_ncols=True)
+    bar = tqdm(total=rounds, initial=run.round, desc="rounds", unit="round", disable=quiet or not interactive(), dynamic_ncols=True)
 
     def checkpoint() -> None:
         if directory is None:
@@ -596,9 +633,10 @@ def prune(
             set_size = len(sampler)  # type: ignore[arg-type]
             ratio = set_size / n
             scaled = scale_schedule and is_prac and ratio < 1.0
-            round_sched = sched.scaled(ratio) if scaled else sched
+            time_ratio, floored = _time_ratio(sched, n, set_size, float(min_step_fraction)) if scaled else (1.0, False)
+            round_sched = sched.scaled(time_ratio) if scaled else sched
             spe = round_sched.steps_per_epoch(set_size)
-            start = 0 if k == 0 else min(int(round(rewind_epochs * ratio * spe)) if scaled else int(round(rewind_epochs * spe)),
+            start = 0 if k == 0 else min(int(round(rewind_epochs * time_ratio * spe)),
                                          round_sched.total_steps(set_size) - 1)
             stats = SampleStats(n, dev) if adaptive else None
 
@@ -615,7 +653,7 @@ def prune(
             trainer = Trainer(
                 model, train_data, round_sched, seed=seed, start_step=start, device=dev, eval_data=eval_data,
                 test_data=test_data, sampler=sampler, stats=stats, num_workers=num_workers,
-                loader_kwargs=loader_kwargs, amp=amp, channels_last=channels_last, loss_fn=loss_fn,
+                loader_kwargs=loader_kwargs, precision=prec, channels_last=memory_cl, loss_fn=loss_fn,
                 quiet=quiet, desc=f"round {k}", round_index=k, on_step=capture, on_epoch=after_epoch,
                 early_stop=bird.bind(pairs, float(amount)) if bird is not None and k > 0 else None,
             )
@@ -642,14 +680,18 @@ def prune(
                 "best_epoch": result.best_epoch,
                 "train_acc": result.train_acc,
                 "early_stopped": result.early_stopped,
+                "precision": result.precision,
+                "channels_last": result.channels_last,
             }
+            if floored:
+                entry["step_floor"] = float(min_step_fraction)
             # ---- the next PrAC set (not needed after the last round)
             if adaptive and stats is not None:
                 entry.update({f"stats_{key}": v for key, v in stats.summary().items()})
                 if k + 1 < rounds:
                     data_for_eval = train_eval_data if train_eval_data is not None else train_data
                     preds, targets = predict(model, data_for_eval, batch_size=trainer.eval_batch_size,
-                                             num_workers=num_workers, device=dev, amp=amp, channels_last=channels_last)
+                                             num_workers=num_workers, device=dev, precision=prec, channels_last=memory_cl)
                     if k == 0:
                         run.dense_predictions, run.targets = preds, targets
                         disagree = None

@@ -122,7 +122,7 @@ def _drop_lowest(
     missing = k + pruned - below - sum(int(torch.count_nonzero(b < threshold)) for b in inside)
     new_keeps = []
     for m, b in zip(masked, inside):
-        new_keep = m >= threshold
+        new_keep = (m >= threshold).contiguous()  # flat positions below are logical ones (channels_last weights too)
         if missing > 0 and bool((b == threshold).any()):  # ties: the first ones go
             ties = (m == threshold).reshape(-1).nonzero().flatten()[:missing]
             new_keep.view(-1)[ties] = False

@@ -170,6 +170,11 @@ def _loader(data: Any, batch_size: int, num_workers: int) -> Iterable[Any]:
     if isinstance(data, DataLoader):
         return data
     if isinstance(data, Dataset):
+        from tickets.data import batch_loader
+
+        fast = None if num_workers else batch_loader(data, batch_size)
+        if fast is not None:
+            return fast
         return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     return data
 
@@ -182,8 +187,9 @@ def predict(
     batch_size: int = 256,
     num_workers: int = 0,
     device: torch.device | str | None = None,
-    amp: bool = False,
+    amp: bool | None = None,
     channels_last: bool = False,
+    precision: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Argmax predictions and labels of ``model`` on every sample of ``data``, in order.
 
@@ -196,12 +202,16 @@ def predict(
             ``DataLoader`` / iterable of ``(inputs, targets)`` batches.
         batch_size, num_workers: of the loader built for a data set.
         device: where to run; None = the model's device.
-        amp, channels_last: as in training.
+        amp, channels_last, precision: as in :func:`tickets.training.evaluate` (fp32 unless
+            ``precision`` or ``amp`` say otherwise).
 
     Returns:
         ``(predictions, targets)``, two ``LongTensor`` on CPU, one entry per sample.
     """
+    from tickets.training import _autocast, _eval_precision
+
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    prec = _eval_precision(device, precision, amp)
     was_training = model.training
     model.eval()
     preds, labels = [], []
@@ -211,7 +221,7 @@ def predict(
             x = x.to(device, non_blocking=True)
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, enabled=amp):
+            with _autocast(device, prec):
                 logits = model(x)
             preds.append(logits.argmax(dim=1).cpu())
             labels.append(torch.as_tensor(y).cpu().long())

@@ -19,6 +19,7 @@ import dataclasses
 import math
 import random
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tickets import methods
+from tickets.data import BatchLoader, batch_loader
 from tickets.rewind import enforce_masks, rewind
 from tickets.sampler import IndexedDataset, PrACSampler, _seed_for
 from tickets.stats import SampleStats
@@ -44,7 +46,92 @@ __all__ = [
     "evaluate",
     "parse_step",
     "make_schedule",
+    "resolve_precision",
+    "resolve_channels_last",
+    "NonFiniteLossError",
 ]
+
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite: the run stopped before that step updated
+    the weights (checkpoints taken so far stay valid)."""
+
+
+def _native_bf16_cpu() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), so autocast pays."""
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        check = getattr(torch.cpu, probe, None)
+        try:
+            if check is not None and check():
+                return True
+        except Exception:  # pragma: no cover - a probe missing on some builds
+            continue
+    return False
+
+
+def resolve_precision(device: torch.device | str, precision: str | None = "auto", amp: bool | None = None) -> str:
+    """The numeric precision a run on ``device`` uses: ``"bf16"``, ``"fp16"`` or ``"fp32"``.
+
+    ``"auto"`` (the default) is the fastest safe choice: bf16 autocast on CPUs with native bf16
+    (AVX-512 BF16 or AMX) and on CUDA GPUs that support bf16, fp16 autocast with a gradient
+    scaler on older CUDA GPUs, fp32 everywhere else. Weights, optimizer state, pruning scores
+    and masks stay fp32 in every case; only the forward and backward passes run in the
+    reduced type.
+
+    Args:
+        device: where the run trains.
+        precision: ``"auto"``, ``"bf16"``, ``"fp16"``, ``"fp32"`` or None (= ``"auto"``).
+        amp: the older switch: True = mixed precision (bf16 where supported, else fp16 on
+            CUDA), False = fp32; ignored when ``precision`` is given explicitly.
+
+    Raises:
+        ValueError: an unknown precision, or fp16 on a CPU (no gradient scaler there: use bf16).
+    """
+    device = torch.device(device)
+    if precision is not None and precision not in ("auto", "bf16", "fp16", "fp32"):
+        raise ValueError(f"precision must be 'auto', 'bf16', 'fp16' or 'fp32'; got {precision!r}")
+    if precision in (None, "auto") and amp is not None:
+        if not amp:
+            return "fp32"
+        precision = "auto"
+        mixed_only = True
+    else:
+        mixed_only = False
+    if precision in (None, "auto"):
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if device.type == "cpu":
+            return "bf16" if (_native_bf16_cpu() or mixed_only) else "fp32"
+        return "bf16" if mixed_only else "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("precision='fp16' is not supported on the CPU (no gradient scaler there); use 'bf16' or 'fp32'")
+    return str(precision)
+
+
+def resolve_channels_last(model: nn.Module, channels_last: bool | None = None) -> bool:
+    """Whether to train ``model`` in the channels_last memory format.
+
+    ``None`` (the default) applies the rule: channels_last when 2-d convolutions hold at least
+    half of the weights of the model's convolutions and linear layers (ResNets, VGGs,
+    EfficientNets, ConvNeXts: oneDNN and cuDNN run NHWC convolutions faster), the default
+    contiguous format otherwise (transformers and MLPs, where only a patch embedding is a
+    convolution). True or False overrides the rule.
+    """
+    if channels_last is not None:
+        return bool(channels_last)
+    conv = dense = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            continue
+        if isinstance(module, nn.Conv2d):
+            conv += weight.numel()
+        elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv3d)):
+            dense += weight.numel()
+    return conv > 0 and conv >= dense
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -147,7 +234,7 @@ class Schedule:
             return self
         return dataclasses.replace(
             self,
-            epochs=max(1, int(self.epochs * ratio)),
+            epochs=max(1, int(self.epochs * ratio + 1e-9)),
             milestones=tuple(m * ratio for m in self.milestones),
             warmup_epochs=self.warmup_epochs * ratio,
         )
@@ -280,6 +367,8 @@ class TrainResult(_MappingMixin):
         train_loss, train_acc: mean train-mode loss and accuracy of the last epoch.
         early_stopped: the ``early_stop`` callback ended the run.
         wall_time_s: seconds spent (including any earlier part of a resumed run).
+        precision: the precision that ran (``"bf16"``, ``"fp16"`` or ``"fp32"``).
+        channels_last: whether the run used the channels_last memory format.
         log: one dict per epoch (epoch, step, lr, train_loss, train_acc, val_acc, seconds).
     """
 
@@ -298,6 +387,8 @@ class TrainResult(_MappingMixin):
     train_acc: float | None = None
     early_stopped: bool = False
     wall_time_s: float = 0.0
+    precision: str = "fp32"
+    channels_last: bool = False
     log: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -310,10 +401,25 @@ def _device_of(model: nn.Module, device: torch.device | str | None) -> torch.dev
     return torch.device("cpu")
 
 
+def _autocast(device: torch.device, precision: str) -> Any:
+    """The autocast context of a resolved precision (disabled for fp32)."""
+    return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES.get(precision), enabled=precision in _AUTOCAST_DTYPES)
+
+
+def _eval_precision(device: torch.device, precision: str | None, amp: bool | None) -> str:
+    """Evaluation keeps fp32 unless asked: ``precision`` wins, then ``amp``."""
+    if precision is None and amp is None:
+        return "fp32"
+    return resolve_precision(device, precision, amp)
+
+
 def _batches(data: Any, batch_size: int, num_workers: int, argument: str) -> Iterable[Any]:
     if isinstance(data, DataLoader) or (not isinstance(data, Dataset) and isinstance(data, Iterable)):
         return data
     if isinstance(data, Dataset):
+        fast = batch_loader(data, batch_size)
+        if fast is not None:
+            return fast
         return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     raise TypeError(f"{argument} must be a Dataset, a DataLoader or an iterable of (inputs, targets) batches; got {type(data).__name__}")
 
@@ -337,9 +443,10 @@ def evaluate(
     batch_size: int = 256,
     num_workers: int = 0,
     loss_fn: LossFn | None = None,
-    amp: bool = False,
+    amp: bool | None = None,
     channels_last: bool = False,
     max_batches: int | None = None,
+    precision: Precision | None = None,
 ) -> EvalResult:
     """Accuracy and mean loss of ``model`` on ``data`` (eval mode, no gradients).
 
@@ -354,11 +461,14 @@ def evaluate(
         loss_fn: ``(logits, targets) -> mean loss``; default cross-entropy.
         amp, channels_last: autocast and memory format, as in training.
         max_batches: evaluate only the first batches (None = all).
+        precision: ``"auto"``, ``"bf16"``, ``"fp16"`` or ``"fp32"`` (see
+            :func:`resolve_precision`); with neither this nor ``amp``, fp32.
 
     Returns:
         :class:`EvalResult` (``accuracy`` in [0, 1], ``loss``, ``samples``).
     """
     device = _device_of(model, device)
+    prec = _eval_precision(device, precision, amp)
     loss_fn = loss_fn or F.cross_entropy
     was_training = model.training
     model.eval()
@@ -373,7 +483,7 @@ def evaluate(
             x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, enabled=amp):
+            with _autocast(device, prec):
                 logits = model(x)
             logits = logits.float()
             total_loss += loss_fn(logits, y).double() * y.shape[0]
@@ -384,6 +494,15 @@ def evaluate(
     if n == 0:
         raise ValueError("data is empty: nothing to evaluate")
     return EvalResult(accuracy=int(correct) / n, loss=float(total_loss) / n, samples=n)
+
+
+def interactive() -> bool:
+    """Whether progress goes to a terminal (stderr is a tty): live bars there, and one plain
+    line per epoch or round when the output is a file or a pipe."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _seed_everything(seed: int) -> None:
@@ -459,12 +578,13 @@ class Trainer:
         num_workers: int = 0,
         loader_kwargs: Mapping[str, Any] | None = None,
         eval_batch_size: int | None = None,
-        amp: bool = False,
-        channels_last: bool = False,
+        amp: bool | None = None,
+        channels_last: bool | None = None,
         loss_fn: LossFn | None = None,
         restore_best: bool = True,
         quiet: bool = True,
         desc: str = "train",
+        precision: Precision | None = None,
         round_index: int = 0,
         on_step: Callable[[int, nn.Module], Any] | None = None,
         on_epoch: Callable[[Trainer, dict[str, Any]], Any] | None = None,
@@ -480,7 +600,9 @@ class Trainer:
         self.device = _device_of(model, device)
         self.eval_data, self.test_data = eval_data, test_data
         self.stats = stats
-        self.amp, self.channels_last = bool(amp), bool(channels_last)
+        self.precision = resolve_precision(self.device, precision, amp)
+        self.amp = self.precision != "fp32"
+        self.channels_last = resolve_channels_last(model, channels_last)
         self.loss_fn = loss_fn or F.cross_entropy
         self.restore_best = restore_best
         self.quiet, self.desc = quiet, desc
@@ -496,10 +618,14 @@ class Trainer:
             if not isinstance(data, Dataset):
                 raise TypeError(f"data must be a Dataset or a DataLoader; got {type(data).__name__}")
             self.sampler = sampler if sampler is not None else PrACSampler(data, seed=self.seed)
-            kwargs = dict(loader_kwargs or {})
-            kwargs.setdefault("num_workers", self.num_workers)
-            kwargs.setdefault("pin_memory", self.device.type == "cuda")
-            self.loader = DataLoader(IndexedDataset(data), batch_size=schedule.batch_size, sampler=self.sampler, **kwargs)
+            fast = None if (loader_kwargs or self.num_workers) else batch_loader(data, schedule.batch_size, self.sampler)
+            if fast is not None:  # in-memory images: batches gathered and augmented with tensor operations
+                self.loader = fast
+            else:
+                kwargs = dict(loader_kwargs or {})
+                kwargs.setdefault("num_workers", self.num_workers)
+                kwargs.setdefault("pin_memory", self.device.type == "cuda")
+                self.loader = DataLoader(IndexedDataset(data), batch_size=schedule.batch_size, sampler=self.sampler, **kwargs)
             steps = math.ceil(len(self.sampler) / schedule.batch_size)  # type: ignore[arg-type]
         self.steps_per_epoch = max(1, steps)
         self.total_steps = schedule.epochs * self.steps_per_epoch
@@ -516,7 +642,7 @@ class Trainer:
             model.to(memory_format=torch.channels_last)  # type: ignore[call-arg]
         self.optimizer = schedule.make_optimizer([p for p in model.parameters() if p.requires_grad])
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16" and self.device.type == "cuda")
         # progress
         self.step = self.start_step
         self.steps_taken = 0
@@ -589,9 +715,17 @@ class Trainer:
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         self._set_lr()
-        with torch.autocast(self.device.type, enabled=self.amp):
+        with _autocast(self.device, self.precision):
             logits = self.model(x)
             loss = self.loss_fn(logits, y)
+        if not bool(torch.isfinite(loss.detach())):
+            where = f"round {self.round_index}, " if self.desc.startswith("round") else ""
+            raise NonFiniteLossError(
+                f"the training loss is {float(loss.detach())} at {where}step {self.step + 1} (epoch "
+                f"{self.step // self.steps_per_epoch + 1}, learning rate {self.optimizer.param_groups[0]['lr']:.4g}): "
+                f"training diverged; lower the learning rate (lr=) or add warm-up (warmup_epochs=). The step was "
+                f"not applied; the checkpoints written so far are valid"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -617,7 +751,7 @@ class Trainer:
     def _evaluate(self, data: Any) -> EvalResult:
         return evaluate(
             self.model, data, device=self.device, batch_size=self.eval_batch_size, num_workers=self.num_workers,
-            loss_fn=self.loss_fn, amp=self.amp, channels_last=self.channels_last,
+            loss_fn=self.loss_fn, precision=self.precision, channels_last=self.channels_last,
         )
 
     def _epochs(self) -> Iterator[int]:
@@ -629,8 +763,9 @@ class Trainer:
         (``restore_best``) and measure ``test_data``. Returns the :class:`TrainResult`."""
         from tqdm.auto import tqdm
 
+        lines = not self.quiet and not interactive()  # a file or a pipe: a line per epoch, no bar frames
         bar = tqdm(total=self.stop_step - self.start_step, initial=self.step - self.start_step,
-                   desc=self.desc, unit="it", disable=self.quiet, leave=False, dynamic_ncols=True)
+                   desc=self.desc, unit="it", disable=self.quiet or lines, leave=False, dynamic_ncols=True)
         try:
             for epoch in self._epochs():
                 started = time.perf_counter()
@@ -670,6 +805,12 @@ class Trainer:
                 entry["seconds"] = round(time.perf_counter() - started, 4)
                 self.log.append(entry)
                 bar.set_postfix(loss=f"{entry['train_loss']:.3f}", **({"val": f"{entry['val_acc']:.3f}"} if "val_acc" in entry else {}))
+                if lines:
+                    val = f", val {100 * entry['val_acc']:.2f}%" if "val_acc" in entry else ""
+                    print(f"{self.desc}: epoch {epoch + 1}/{self.schedule.epochs}, step {self.step}/{self.stop_step}, "
+                          f"loss {entry['train_loss']:.4f}, train {100 * entry['train_acc']:.2f}%{val}, "
+                          f"{entry['seconds']:.1f}s ({n / max(entry['seconds'], 1e-9):,.0f} samples/s, {self.precision})",
+                          file=sys.stderr, flush=True)
                 if full_epoch and self.on_epoch is not None:
                     self.on_epoch(self, entry)
         finally:
@@ -707,6 +848,8 @@ class Trainer:
             train_acc=last.get("train_acc"),
             early_stopped=self.early_stopped,
             wall_time_s=round(self.wall_time, 3),
+            precision=self.precision,
+            channels_last=self.channels_last,
             log=[dict(e) for e in self.log],
         )
 
@@ -726,11 +869,12 @@ def train(
     sampler: Sampler[int] | None = None,
     num_workers: int = 0,
     loader_kwargs: Mapping[str, Any] | None = None,
-    amp: bool = False,
-    channels_last: bool = False,
+    amp: bool | None = None,
+    channels_last: bool | None = None,
     loss_fn: LossFn | None = None,
     restore_best: bool = True,
     quiet: bool = True,
+    precision: Precision | None = None,
     on_step: Callable[[int, nn.Module], Any] | None = None,
     on_epoch: Callable[[Trainer, dict[str, Any]], Any] | None = None,
     **schedule_kwargs: Any,
@@ -768,9 +912,17 @@ def train(
         test_data: test data, measured once at the end with the kept weights.
         sampler: the sampler over ``data`` (default: a seeded shuffle of all samples).
         num_workers, loader_kwargs: ``DataLoader`` options for ``data`` (e.g.
-            ``dict(persistent_workers=True, prefetch_factor=4)``).
-        amp: mixed precision (float16 with a grad scaler on CUDA, bfloat16 on CPU).
-        channels_last: train in the channels_last memory format.
+            ``dict(persistent_workers=True, prefetch_factor=4)``). With neither, an in-memory
+            :class:`tickets.data.ImageDataset` is batched with tensor operations
+            (:class:`tickets.data.BatchLoader`: one gather and a batched crop/flip per step);
+            set ``num_workers`` for image folders read from disk.
+        precision: ``"auto"`` (default: bf16 autocast on CPUs with native bf16 and on bf16
+            GPUs, fp16 with a gradient scaler on older GPUs, fp32 otherwise), ``"bf16"``,
+            ``"fp16"`` or ``"fp32"`` (see :func:`resolve_precision`). Weights, optimizer state
+            and masks stay fp32; the result's ``precision`` says what ran.
+        amp: the older switch (True = mixed precision, False = fp32); ``precision`` wins.
+        channels_last: train in the channels_last memory format; None (default) = the rule of
+            :func:`resolve_channels_last` (convolutional models yes, others no).
         loss_fn: ``(logits, targets) -> loss``; default cross-entropy.
         restore_best: keep the best-validation weights at the end (needs ``eval_data``).
         quiet: no progress bar.
@@ -789,6 +941,6 @@ def train(
         model, data, sched, seed=seed, start_step=start_step, stop_step=stop_step, device=device,
         eval_data=eval_data, test_data=test_data, sampler=sampler, num_workers=num_workers,
         loader_kwargs=loader_kwargs, amp=amp, channels_last=channels_last, loss_fn=loss_fn,
-        restore_best=restore_best, quiet=quiet, on_step=on_step, on_epoch=on_epoch,
+        restore_best=restore_best, quiet=quiet, on_step=on_step, on_epoch=on_epoch, precision=precision,
     )
     return trainer.run()
