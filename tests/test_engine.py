@@ -235,3 +235,31 @@ def test_evaluate_defaults_to_fp32_and_takes_a_precision() -> None:
     b = evaluate(model, ds, precision="fp32")
     assert a == b
     assert evaluate(model, ds, precision="bf16").samples == 16
+
+
+# ---------------------------------------------------------------------- torch.compile
+def test_compiled_training_keeps_the_mask_contract_without_recompiling() -> None:
+    import torch._dynamo
+
+    images, targets = _images(48)
+    ds = ImageDataset(images, targets, transform=_Compose(Augment(8, 2), Normalize((0.5,) * 3, (0.25,) * 3)))
+    model = _conv_model()
+    pairs = [(model[0], "weight"), (model[3], "weight")]
+    methods.global_magnitude_prune(pairs, 0.5)
+    torch._dynamo.reset()
+    graphs: list[int] = []
+    trainer = Trainer(model, ds, Schedule(epochs=3, batch_size=16, lr=0.05), precision="fp32", compile=True,
+                      on_epoch=lambda t, e: graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"]))
+    trainer.run()
+    assert graphs[0] >= 1 and graphs[-1] == graphs[0]  # compiled once, not every step or epoch
+    for module, name in pairs:
+        mask = methods._current_mask(module, name).bool()
+        assert torch.count_nonzero(module.weight_orig[~mask]) == 0
+        assert isinstance(module.weight, methods.MaskedWeight)  # eager state restored after the epoch
+    model.eval()
+    x = ds.get_batch(torch.arange(8))[0]
+    with torch.no_grad():
+        torch.testing.assert_close(trainer.forward(x), model(x), rtol=1e-4, atol=1e-5)
+    import copy
+
+    copy.deepcopy(model)  # trap 4 of torch.nn.utils.prune stays fixed after compiled steps

@@ -42,7 +42,20 @@ def test_presets_follow_the_paper_and_quick_hits_paper_sparsities() -> None:
     assert (paper.rounds, paper.amount, paper.rewind_epoch, paper.kinds, paper.keep_dense) == (16, 0.2, 3, ("conv",), ("classifier",))
     assert round(100 * paper.sparsity(15), 2) == 96.48
     quick = PRESETS["quick"]
-    assert [round(100 * quick.sparsity(k), 2) for k in range(1, quick.rounds)] == [36.0, 59.04, 73.79]
+    assert [round(100 * quick.sparsity(k), 2) for k in range(1, quick.rounds)] == [36.0, 59.04, 73.79, 83.22]
+    assert quick.rounds >= 5 and quick.train_size is None and quick.test_images is None  # the issue-9 regime
+    paper_sparsities = {round(100 * paper.sparsity(k), 2) for k in range(1, 16)}
+    assert all(round(100 * quick.sparsity(k), 2) in paper_sparsities for k in range(1, quick.rounds))
+
+
+def test_early_bird_variant_writes_beside_the_plain_run() -> None:
+    from benchmarks.reproduce.config import RunConfig
+
+    quick = PRESETS["quick"]
+    assert RunConfig("cifar10", "res20s", quick).suffix == ""
+    assert RunConfig("cifar10", "res20s", quick.replace(early_bird=True)).suffix == "-early-bird"
+    with pytest.raises(ValueError, match="lr_schedule"):
+        quick.replace(lr_schedule="linear")
 
 
 def test_bad_presets_and_names_are_rejected_with_the_value() -> None:

@@ -128,6 +128,8 @@ def run_demo(
     threads: int | None = 1,
     measure: bool = True,
     quiet: bool = False,
+    min_step_fraction: float = 0.1,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """Find a PrAC ticket and a vanilla IMP ticket of :class:`DigitsCNN` on the digits.
 
@@ -143,6 +145,9 @@ def run_demo(
         measure: retrain every PrAC ticket on the full data from its rewind point to measure
             it (the paper's comparison; these steps are excluded from the savings).
         quiet: no progress bars.
+        min_step_fraction: the small-PrAC-set floor of :func:`tickets.prune` (0 = the paper's
+            schedule even for tiny sets).
+        precision: ``"auto"`` (None), ``"bf16"`` or ``"fp32"``, as in :func:`tickets.prune`.
 
     Returns:
         ``{"prac": Ticket, "imp": Ticket, "measured": {round: TrainResult}, "paths": {...},
@@ -162,6 +167,7 @@ def run_demo(
         rounds=rounds, amount=amount, epochs=epochs, batch_size=64, lr=0.05,
         lr_schedule=dict(milestones=[epochs // 2, 3 * epochs // 4], gamma=0.1), rewind_to="1ep",
         train_eval_data=data["train_eval"], eval_data=data["val"], test_data=data["test"], seed=seed, quiet=quiet,
+        precision=precision,
     )
     found = {}
     started = time.perf_counter()
@@ -174,7 +180,8 @@ def run_demo(
                        else RandomSampler(data["train"], generator=torch.Generator().manual_seed(seed)))
             if not quiet:
                 print(f"\n== {'PrAC-guided IMP' if name == 'prac' else 'vanilla IMP (full data)'} ==")
-            found[name] = prune(model, sampler, parameters=params, checkpoint_dir=root / name, **settings)
+            extra = {"min_step_fraction": min_step_fraction} if name == "prac" else {}
+            found[name] = prune(model, sampler, parameters=params, checkpoint_dir=root / name, **settings, **extra)
         search_time = time.perf_counter() - started
         measured: dict[int, Any] = {}
         if measure:
@@ -184,7 +191,7 @@ def run_demo(
                 ticket_k = Ticket.load(root / "prac" / f"round_{k}.ticket")
                 measured[k] = retrain(ticket_k, copy.deepcopy(dense), data["train"], epochs=epochs, batch_size=64,
                                       lr=0.05, lr_schedule=settings["lr_schedule"], eval_data=data["val"],
-                                      test_data=data["test"], seed=seed)
+                                      test_data=data["test"], seed=seed, precision=precision)
     out = Path(out)
     paths = {name: str(ticket.save(out / f"digits-{name}.ticket")) for name, ticket in found.items()}
     table = _table(found["prac"], found["imp"], len(data["train"]), measured)
@@ -208,10 +215,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--no-measure", action="store_true", help="skip retraining the PrAC tickets on the full data")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-round lines")
+    parser.add_argument("--min-step-fraction", type=float, default=0.1,
+                        help="small-PrAC-set floor: a PrAC round trains at least this fraction of a full round's steps (0.1; 0 = off)")
+    parser.add_argument("--precision", default=None, choices=["auto", "bf16", "fp32"], help="default auto")
     args = parser.parse_args(argv)
     result = run_demo(rounds=args.rounds, amount=args.amount, epochs=args.epochs, out=args.out, seed=args.seed,
                       checkpoint_dir=args.checkpoint_dir, threads=args.threads, measure=not args.no_measure,
-                      quiet=args.quiet)
+                      quiet=args.quiet, min_step_fraction=args.min_step_fraction, precision=args.precision)
     prac = result["prac"]
     print("\nPer round: test accuracy at the best-validation epoch. 'PrAC round' = trained on the PrAC set")
     print("only (short schedule); 'PrAC ticket' = that round's mask and rewind weights retrained on the full")
@@ -219,6 +229,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(result["table"])
     print(f"\nFinal PrAC ticket: {_pct(prac.sparsity)} of the convolution weights pruned.")
     print(f"Search time: {result['search_time_s']:.0f} s for both searches.")
+    history = result["imp"].history + prac.history
+    samples, seconds = sum(h["samples"] for h in history), sum(h["wall_time_s"] for h in history)
+    print(f"Engine on this machine: {history[0]['precision']} precision, channels_last "
+          f"{'on' if history[0]['channels_last'] else 'off'}, {samples / seconds:,.0f} training samples/s over "
+          f"both searches (evaluation included), {torch.get_num_threads()} thread(s).")
     print(f"Saved the PrAC ticket to {result['paths']['prac']} and the vanilla IMP ticket to {result['paths']['imp']}")
     print("Load one with tickets.Ticket.load(path).apply(tickets.demo.DigitsCNN()).")
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import torch
 from torch import nn
 
 from tickets import methods
@@ -28,6 +29,10 @@ class _GuardPre:
     """Forward pre-hook of the root model: refresh every pruned tensor."""
 
     def __call__(self, model: nn.Module, inputs: Any) -> None:
+        if torch.compiler.is_compiling():  # compiled: every pruned tensor is recomputed in the graph
+            for _, module, name in methods.pruned_parameters(model):
+                setattr(module, name, module._parameters[name + "_orig"] * module._buffers[name + "_mask"])
+            return
         tie_shared(model)
         methods._active_forward.append(next(_forward_ids))
         for _, module, name in methods.pruned_parameters(model):

@@ -419,6 +419,7 @@ def prune(
     loss_fn: LossFn | None = None,
     quiet: bool = False,
     precision: str | None = None,
+    compile: bool = False,
     seed: int = 0,
     meta: Mapping[str, Any] | None = None,
     on_epoch: Callable[[int, dict[str, Any]], Any] | None = None,
@@ -493,6 +494,7 @@ def prune(
         amp: the older switch (True = mixed precision, False = fp32); ``precision`` wins.
         channels_last: memory format; None = the rule of
             :func:`tickets.training.resolve_channels_last` (convolutional models yes).
+        compile: ``torch.compile`` the training forward (see :func:`tickets.training.train`).
         loss_fn: ``(logits, targets) -> loss``; default cross-entropy.
         quiet: no progress bars and no per-round summary lines.
         seed: seed of data order and augmentation (model initialization is the caller's).
@@ -653,7 +655,7 @@ def prune(
             trainer = Trainer(
                 model, train_data, round_sched, seed=seed, start_step=start, device=dev, eval_data=eval_data,
                 test_data=test_data, sampler=sampler, stats=stats, num_workers=num_workers,
-                loader_kwargs=loader_kwargs, precision=prec, channels_last=memory_cl, loss_fn=loss_fn,
+                loader_kwargs=loader_kwargs, precision=prec, channels_last=memory_cl, loss_fn=loss_fn, compile=compile,
                 quiet=quiet, desc=f"round {k}", round_index=k, on_step=capture, on_epoch=after_epoch,
                 early_stop=bird.bind(pairs, float(amount)) if bird is not None and k > 0 else None,
             )

@@ -284,6 +284,10 @@ class _TicketsMethod(torch_prune.BasePruningMethod):
     _tensor_name: str
 
     def __call__(self, module: nn.Module, inputs: Any) -> None:
+        if torch.compiler.is_compiling():  # traced by torch.compile: the product is part of the graph
+            name = self._tensor_name
+            setattr(module, name, module._parameters[name + "_orig"] * module._buffers[name + "_mask"])
+            return
         if not _is_fresh(module, self._tensor_name):  # the model's guard may have done it
             refresh(module, self._tensor_name)
 

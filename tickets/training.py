@@ -585,6 +585,7 @@ class Trainer:
         quiet: bool = True,
         desc: str = "train",
         precision: Precision | None = None,
+        compile: bool = False,
         round_index: int = 0,
         on_step: Callable[[int, nn.Module], Any] | None = None,
         on_epoch: Callable[[Trainer, dict[str, Any]], Any] | None = None,
@@ -603,6 +604,10 @@ class Trainer:
         self.precision = resolve_precision(self.device, precision, amp)
         self.amp = self.precision != "fp32"
         self.channels_last = resolve_channels_last(model, channels_last)
+        self.compiled = bool(compile)
+        # torch.compile traces the masking into the graph (tickets.methods: the pruning hooks take
+        # their traceable branch while compiling), so pruned weights stay zero and no step recompiles
+        self.forward = torch.compile(model) if self.compiled else model
         self.loss_fn = loss_fn or F.cross_entropy
         self.restore_best = restore_best
         self.quiet, self.desc = quiet, desc
@@ -716,7 +721,7 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         self._set_lr()
         with _autocast(self.device, self.precision):
-            logits = self.model(x)
+            logits = self.forward(x)
             loss = self.loss_fn(logits, y)
         if not bool(torch.isfinite(loss.detach())):
             where = f"round {self.round_index}, " if self.desc.startswith("round") else ""
@@ -781,6 +786,9 @@ class Trainer:
                         break
                     self._train_step(batch, totals)
                     bar.update(1)
+                if self.compiled:  # the compiled graph left plain tensors as module weights
+                    for _, module, name in methods.pruned_parameters(self.model):
+                        methods.refresh(module, name)
                 if self.step == before:
                     raise RuntimeError(f"the training data yielded no batch in epoch {epoch + 1}: is it empty?")
                 n = self.samples - seen
@@ -875,6 +883,7 @@ def train(
     restore_best: bool = True,
     quiet: bool = True,
     precision: Precision | None = None,
+    compile: bool = False,
     on_step: Callable[[int, nn.Module], Any] | None = None,
     on_epoch: Callable[[Trainer, dict[str, Any]], Any] | None = None,
     **schedule_kwargs: Any,
@@ -923,6 +932,10 @@ def train(
         amp: the older switch (True = mixed precision, False = fp32); ``precision`` wins.
         channels_last: train in the channels_last memory format; None (default) = the rule of
             :func:`resolve_channels_last` (convolutional models yes, others no).
+        compile: run the training forward through ``torch.compile`` (the masking is traced
+            into the graph: pruned weights stay zero, no recompilation per step). It pays
+            for long runs of a fixed model: compiling costs tens of seconds per run (every
+            IMP round is a run) on a CPU; see ``docs/speed.md`` for measurements.
         loss_fn: ``(logits, targets) -> loss``; default cross-entropy.
         restore_best: keep the best-validation weights at the end (needs ``eval_data``).
         quiet: no progress bar.
@@ -942,5 +955,6 @@ def train(
         eval_data=eval_data, test_data=test_data, sampler=sampler, num_workers=num_workers,
         loader_kwargs=loader_kwargs, amp=amp, channels_last=channels_last, loss_fn=loss_fn,
         restore_best=restore_best, quiet=quiet, on_step=on_step, on_epoch=on_epoch, precision=precision,
+        compile=compile,
     )
     return trainer.run()

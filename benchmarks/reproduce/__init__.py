@@ -91,9 +91,9 @@ def run(config: RunConfig, *, command: str | None = None) -> dict[str, Any]:
     }
     from benchmarks.reproduce.report import write_json
 
-    write_json(results, out / "results.json")
-    (out / "table.md").write_text(results.get("markdown", ""))
-    log(f"wrote {out / 'table.md'}, {out / 'results.json'} and plots")
+    write_json(results, out / f"results{config.suffix}.json")
+    (out / f"table{config.suffix}.md").write_text(results.get("markdown", ""))
+    log(f"wrote {out / f'table{config.suffix}.md'}, {out / f'results{config.suffix}.json'} and plots")
     print(results.get("summary", ""), flush=True)
     log_file.close()
     return results

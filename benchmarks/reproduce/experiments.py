@@ -67,11 +67,12 @@ def build_model(arch: str, num_classes: int, seed: int) -> nn.Module:
 
 def schedule_of(preset: Preset) -> dict[str, Any]:
     """The preset's training schedule as a :class:`tickets.training.Schedule` mapping
-    (SGD with momentum and weight decay, step decay at the milestones)."""
+    (SGD with momentum and weight decay; step decay at the milestones, or cosine; warm-up)."""
     return {
         "epochs": preset.epochs, "batch_size": preset.batch_size, "lr": preset.lr, "momentum": preset.momentum,
         "weight_decay": preset.weight_decay, "milestones": tuple(float(m) for m in preset.milestones),
-        "gamma": preset.gamma,
+        "gamma": preset.gamma, "kind": preset.lr_schedule, "warmup_epochs": preset.warmup_epochs,
+        "nesterov": preset.nesterov,
     }
 
 
@@ -102,7 +103,7 @@ def find_ticket(ctx: Context, model: nn.Module, sampler: Any, *, name: str, earl
 
     Returns the :class:`tickets.Ticket` of the last round, with the per-round ``history``.
     """
-    from tickets.imp import prune
+    from tickets.imp import EarlyBird, prune
     from tickets.selection import prunable_parameters
 
     preset, cfg = ctx.config.preset, ctx.config
@@ -113,7 +114,7 @@ def find_ticket(ctx: Context, model: nn.Module, sampler: Any, *, name: str, earl
         train_eval_data=ctx.splits.train_eval, eval_data=ctx.splits.val, test_data=ctx.splits.test,
         device=cfg.device, checkpoint_dir=ctx.out / "checkpoints" / name,
         parameters=prunable_parameters(pruned, keep_dense=preset.keep_dense, kinds=preset.kinds),
-        early_bird=early_bird, num_workers=preset.num_workers, quiet=cfg.quiet, seed=cfg.seed,
+        early_bird=EarlyBird(window=preset.early_bird_window) if early_bird else False, num_workers=preset.num_workers, quiet=cfg.quiet, seed=cfg.seed,
         meta={"arch": cfg.transfer_arch if name == "source" else cfg.arch, "dataset": cfg.dataset, "preset": preset.name},
     )
 
@@ -273,7 +274,10 @@ def imp_vs_prac(ctx: Context) -> dict[str, Any]:
     cfg = ctx.config
     sampler = PrACSampler(ctx.splits.train, seed=cfg.seed)
     title = f"Full-data IMP vs PrAC IMP: {cfg.dataset}, {cfg.arch}, preset {cfg.preset.name}"
-    return compare(ctx, cfg.arch, ("prac", sampler), early_bird=cfg.preset.early_bird, title=title)
+    name = "prac-early-bird" if cfg.preset.early_bird else "prac"
+    if cfg.preset.early_bird:
+        title += " (early-bird)"
+    return compare(ctx, cfg.arch, (name, sampler), early_bird=cfg.preset.early_bird, title=title)
 
 
 def _round_tickets(ctx: Context, name: str, rounds: int) -> list[Any]:
@@ -289,12 +293,12 @@ def _comparison_plots(ctx: Context, rows: list[dict[str, Any]], title: str) -> l
     acc = plot_accuracy(
         {"full-data IMP": (xs, [_pct(r["full_test_acc"]) for r in rows]),
          "PrAC IMP (retrained on full data)": (xs, [_pct(r["prac_test_acc"]) for r in rows])},
-        ctx.out / "accuracy.png", title=title,
+        ctx.out / f"accuracy{ctx.config.suffix}.png", title=title,
     )
     cost = plot_prac_cost(
         [r["round"] for r in rows], [r["prac_set_fraction"] for r in rows],
         {"full-data IMP": [r["full_steps"] for r in rows], "PrAC IMP": [r["prac_steps"] for r in rows]},
-        ctx.out / "prac_cost.png", title=title,
+        ctx.out / f"prac_cost{ctx.config.suffix}.png", title=title,
     )
     return [acc.name, cost.name]
 
