@@ -42,7 +42,10 @@ from tickets.stability import (
 )
 from tickets.stats import EmptySelectionError, SampleStats, SelectionRule
 from tickets.ticket import SparsityReport, Ticket, sparsity_report
-from tickets.training import Schedule, TrainResult, evaluate, train
+from tickets.sparse import KernelChoice, KernelReport, SparseLinear, kernel_report, sparsify
+from tickets.training import (
+    NonFiniteLossError, Schedule, TrainResult, evaluate, resolve_channels_last, resolve_precision, train,
+)
 
 __version__ = "0.1.0"
 
@@ -93,4 +96,12 @@ __all__ = [
     "rewind",
     "snapshot",
     "sparsity_report",
+    "KernelChoice",
+    "KernelReport",
+    "SparseLinear",
+    "kernel_report",
+    "sparsify",
+    "NonFiniteLossError",
+    "resolve_channels_last",
+    "resolve_precision",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import tempfile
@@ -18,10 +19,11 @@ from tickets import methods
 from tickets.guard import install_guard
 from tickets.rewind import rewind as _rewind
 
-__all__ = ["Ticket", "SparsityReport", "sparsity_report", "atomic_save"]
+__all__ = ["Ticket", "SparsityReport", "sparsity_report", "atomic_save", "pack_mask", "unpack_mask"]
 
 FORMAT = "torch-tickets/ticket"
-VERSION = 1
+VERSION = 1  # torch.save of a dict of tensors and JSON text: read, no longer written
+FILE_VERSION = 2  # safetensors: bit-packed masks, surviving rewind weights, JSON metadata
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
@@ -43,6 +45,83 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
+    """Call ``write(temporary path)`` beside ``path``, flush it to disk, rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with its header's length (8 bytes, little-endian), then ``{``."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return int.from_bytes(head[:8], "little") <= path.stat().st_size - 8
+
+
+_BIT_VALUES = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+
+
+def pack_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Pack a binary mask 8 entries per byte: a 1-D uint8 tensor of ``ceil(numel / 8)`` bytes.
+
+    Entry ``i`` of the flattened (row-major) mask is bit ``i % 8`` of byte ``i // 8``, least
+    significant bit first (``numpy.packbits(..., bitorder="little")``); the unused high bits
+    of the last byte are zero. :func:`unpack_mask` reverses it given the shape.
+
+    Raises:
+        TypeError: ``mask`` is not a tensor.
+        ValueError: ``mask`` holds values other than 0/1.
+    """
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be a tensor; got {type(mask).__name__}")
+    if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
+        raise ValueError("mask must be binary (bool or 0/1) to be packed")
+    flat = mask.detach().reshape(-1).cpu().bool()
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    return (flat.view(-1, 8).to(torch.uint8) * _BIT_VALUES).sum(1, dtype=torch.uint8)
+
+
+def unpack_mask(packed: torch.Tensor, shape: tuple[int, ...] | list[int] | torch.Size) -> torch.Tensor:
+    """The bool mask of ``shape`` packed by :func:`pack_mask`.
+
+    Raises:
+        ValueError: ``packed`` is not a 1-D uint8 tensor of ``ceil(prod(shape) / 8)`` bytes,
+            a dimension of ``shape`` is negative, or a padding bit is set.
+    """
+    shape = tuple(shape)
+    if any(not isinstance(d, int) or isinstance(d, bool) or d < 0 for d in shape):
+        raise ValueError(f"shape must be a sequence of non-negative ints; got {list(shape)!r}")
+    numel = math.prod(shape)
+    expected = (numel + 7) // 8
+    if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8 or packed.dim() != 1:
+        what = f"{packed.dtype} tensor of shape {tuple(packed.shape)}" if isinstance(packed, torch.Tensor) else type(packed).__name__
+        raise ValueError(f"a packed mask must be a 1-D uint8 tensor; got a {what}")
+    if packed.numel() != expected:
+        raise ValueError(
+            f"a mask of shape {list(shape)} packs into {expected} bytes; got {packed.numel()}"
+        )
+    bits = (packed.unsqueeze(1) & _BIT_VALUES).ne(0).reshape(-1)
+    if bool(bits[numel:].any()):
+        raise ValueError(f"the packed mask of shape {list(shape)} has padding bits set: it is corrupt")
+    return bits[:numel].reshape(shape).clone()
 
 
 def _check_json(value: Any, what: str) -> None:
@@ -129,8 +208,8 @@ class Ticket:
                     raise KeyError(f"rewind_state has no entry for pruned tensor {key!r}")
             for key, module, name in methods.pruned_parameters(model):  # tied owners too
                 if key in state:
-                    mask = module._buffers[name + "_mask"].detach().cpu()
-                    state[key] = state[key] * mask.to(state[key].dtype)
+                    mask = module._buffers[name + "_mask"].detach().cpu().bool()
+                    state[key] = torch.where(mask, state[key], torch.zeros((), dtype=state[key].dtype))
         return cls(found, state, history or [], meta or {})
 
     # ------------------------------------------------------------------ facts
@@ -154,34 +233,163 @@ class Ticket:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the ticket to ``path`` (atomically; loadable with ``weights_only=True``).
+        """Write the ticket to ``path`` as a safetensors file (atomically); returns the path.
 
-        Masks are stored as bool tensors (one byte per entry), history and meta as JSON text.
+        The file holds only tensors and text, so reading it cannot run code, and any
+        safetensors reader opens it (layout in ``docs/deploy.md``):
+
+        - ``mask/<name>``: each mask packed 8 entries per byte (:func:`pack_mask`);
+        - ``rewind/<name>``: each rewind tensor; a pruned tensor whose pruned entries are
+          zero (the case for every ticket this library makes) is stored as its surviving
+          values only, in row-major order, and read back with zeros (``+0.0``) elsewhere;
+        - header metadata: ``format``, ``version``, the masks' names and shapes, how each
+          rewind tensor is stored, and ``history`` and ``meta`` as JSON text.
+
+        A crash mid-write leaves the previous file intact. :meth:`load` also reads the
+        torch-pickle files written by torch-tickets 0.1.
         """
-        payload = {
+        from safetensors.torch import save_file
+
+        tensors: dict[str, torch.Tensor] = {}
+        storages: set[int] = set()
+
+        def own(t: torch.Tensor) -> torch.Tensor:  # safetensors refuses tensors sharing memory
+            t = t.detach().contiguous()
+            ptr = t.untyped_storage().data_ptr()
+            if ptr in storages and t.numel():
+                t = t.clone()
+            storages.add(t.untyped_storage().data_ptr())
+            return t
+
+        for name, mask in self.masks.items():
+            tensors["mask/" + name] = pack_mask(mask)
+        rewind = None
+        if self.rewind_state is not None:
+            rewind = []
+            for key, value in self.rewind_state.items():
+                mask = self.masks.get(key)
+                if mask is not None and value.shape == mask.shape and not bool(value[~mask].any()):
+                    tensors["rewind/" + key] = value[mask]  # surviving values only
+                    rewind.append([key, "survivors"])
+                else:
+                    tensors["rewind/" + key] = own(value)
+                    rewind.append([key, "tensor"])
+        metadata = {
             "format": FORMAT,
-            "version": VERSION,
-            "masks": self.masks,
-            "rewind_state": self.rewind_state,
+            "version": str(FILE_VERSION),
+            "masks": json.dumps([[name, list(mask.shape)] for name, mask in self.masks.items()]),
+            "rewind": json.dumps(rewind),
             "history": json.dumps(self.history),
             "meta": json.dumps(self.meta),
         }
-        return atomic_save(payload, path)
+        try:
+            return _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+        except (ValueError, TypeError) as e:  # e.g. a dtype safetensors cannot store
+            raise ValueError(f"could not write the ticket to {str(path)!r}: {e}") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Ticket:
-        """Read a ticket written by :meth:`save`.
+        """Read a ticket written by :meth:`save` (safetensors) or by torch-tickets 0.1 (torch.save).
 
-        Loading uses ``torch.load(weights_only=True)``: a file that carries code (any
-        pickled object other than tensors and plain containers) is refused.
+        Neither path can run code from the file: the safetensors file is tensors and JSON
+        text, and an old torch file is read with ``torch.load(weights_only=True)``, which
+        refuses any pickled object other than tensors and plain containers.
 
         Raises:
             FileNotFoundError: no file at ``path``.
-            ValueError: the file is not a ticket, or it holds code.
+            ValueError: the file is not a ticket, is corrupt or incomplete, or holds code;
+                the message names the file and what is wrong.
         """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no ticket file at {str(path)!r}")
+        if _is_safetensors(path):
+            return cls._load_safetensors(path)
+        return cls._load_torch(path)
+
+    @classmethod
+    def _load_safetensors(cls, path: Path) -> Ticket:
+        from safetensors import safe_open
+
+        where = repr(str(path))
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                metadata = f.metadata() or {}
+                if metadata.get("format") != FORMAT:
+                    raise ValueError(f"{where} is not a ticket file written by Ticket.save")
+                tensors = {key: f.get_tensor(key) for key in f.keys()}
+        except ValueError as e:
+            if "not a ticket file" in str(e):
+                raise
+            raise ValueError(f"{where} is not a readable ticket file: {e}") from None
+        except Exception as e:  # safetensors' own error type for malformed headers
+            raise ValueError(f"{where} is not a readable ticket file (neither safetensors nor torch.save): {e}") from None
+        if metadata.get("version") != str(FILE_VERSION):
+            raise ValueError(
+                f"{where} has ticket format version {metadata.get('version')!r}; "
+                f"this version of torch-tickets reads versions {VERSION} and {FILE_VERSION}"
+            )
+
+        def field(key: str) -> Any:
+            if key not in metadata:
+                raise ValueError(f"{where} is an incomplete ticket file: it has no {key!r}")
+            try:
+                return json.loads(metadata[key])
+            except ValueError:
+                raise ValueError(f"{where} is corrupt: its {key!r} is not JSON") from None
+
+        mask_list, rewind_list, history, meta = field("masks"), field("rewind"), field("history"), field("meta")
+        if not isinstance(history, list) or not isinstance(meta, dict):
+            raise ValueError(f"{where} is corrupt: history must be a JSON list and meta a JSON object")
+        if not isinstance(mask_list, list) or not all(
+            isinstance(m, list) and len(m) == 2 and isinstance(m[0], str) and isinstance(m[1], list) for m in mask_list
+        ):
+            raise ValueError(f"{where} is corrupt: 'masks' must list [name, shape] pairs")
+        used = set()
+        masks: dict[str, torch.Tensor] = {}
+        for name, shape in mask_list:
+            key = "mask/" + name
+            if key not in tensors:
+                raise ValueError(f"{where} is incomplete: it lists mask {name!r} but holds no tensor {key!r}")
+            try:
+                masks[name] = unpack_mask(tensors[key], shape)
+            except ValueError as e:
+                raise ValueError(f"{where} is corrupt: mask {name!r}: {e}") from None
+            used.add(key)
+        rewind_state = None
+        if rewind_list is not None:
+            if not isinstance(rewind_list, list) or not all(
+                isinstance(r, list) and len(r) == 2 and isinstance(r[0], str) and r[1] in ("survivors", "tensor")
+                for r in rewind_list
+            ):
+                raise ValueError(f"{where} is corrupt: 'rewind' must list [name, 'survivors' or 'tensor'] pairs")
+            rewind_state = {}
+            for name, how in rewind_list:
+                key = "rewind/" + name
+                if key not in tensors:
+                    raise ValueError(f"{where} is incomplete: it lists rewind tensor {name!r} but holds no {key!r}")
+                value = tensors[key]
+                if how == "survivors":
+                    mask = masks.get(name)
+                    if mask is None or value.dim() != 1 or value.numel() != int(mask.sum()):
+                        raise ValueError(
+                            f"{where} is corrupt: rewind tensor {name!r} holds {value.numel()} surviving "
+                            f"values, but its mask keeps "
+                            f"{'none (no mask)' if mask is None else int(mask.sum())}"
+                        )
+                    full = value.new_zeros(mask.shape)
+                    full[mask] = value
+                    value = full
+                rewind_state[name] = value
+                used.add(key)
+        extra = sorted(set(tensors) - used)
+        if extra:
+            raise ValueError(f"{where} is corrupt: it holds tensor {extra[0]!r}, which its metadata does not list")
+        return cls(masks, rewind_state, history, meta)
+
+    @classmethod
+    def _load_torch(cls, path: Path) -> Ticket:
+        """The torch.save format of torch-tickets 0.1 (version 1), read with ``weights_only=True``."""
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
@@ -196,7 +404,7 @@ class Ticket:
         if payload.get("version") != VERSION:
             raise ValueError(
                 f"{str(path)!r} has ticket format version {payload.get('version')!r}; "
-                f"this version of torch-tickets reads version {VERSION}"
+                f"this version of torch-tickets reads versions {VERSION} and {FILE_VERSION}"
             )
         missing = [k for k in ("masks", "rewind_state", "history", "meta") if k not in payload]
         if missing:
