@@ -263,3 +263,28 @@ def test_compiled_training_keeps_the_mask_contract_without_recompiling() -> None
     import copy
 
     copy.deepcopy(model)  # trap 4 of torch.nn.utils.prune stays fixed after compiled steps
+
+
+# ---------------------------------------------------------------------- resume with the fast path
+def test_a_bf16_prac_run_on_in_memory_images_resumes_exactly(tmp_path: Any) -> None:
+    from tickets.imp import RunInterrupted
+
+    images, targets = _images(64, size=8)
+    train_set = ImageDataset(images, targets, transform=_Compose(Augment(8, 2), Normalize((0.5,) * 3, (0.25,) * 3)))
+    plain = ImageDataset(images, targets, transform=Normalize((0.5,) * 3, (0.25,) * 3))
+    kwargs: dict[str, Any] = dict(rounds=3, epochs=4, batch_size=16, lr=0.05, rewind_to="1ep", quiet=True,
+                                  precision="bf16", train_eval_data=plain, eval_data=plain, seed=3)
+    whole = prune(_conv_model(), PrACSampler(train_set, seed=3), **kwargs)
+
+    def crash(round_index: int, entry: dict[str, Any]) -> None:
+        if round_index == 1 and entry["epoch"] >= 2:
+            raise RunInterrupted("stop in round 1")
+
+    with pytest.raises(RunInterrupted):
+        prune(_conv_model(), PrACSampler(train_set, seed=3), checkpoint_dir=tmp_path, on_epoch=crash, **kwargs)
+    resumed = prune(_conv_model(), PrACSampler(train_set, seed=3), checkpoint_dir=tmp_path, **kwargs)
+    strip = lambda h: [{k: v for k, v in e.items() if "wall_time" not in k} for e in h]  # noqa: E731
+    assert strip(resumed.history) == strip(whole.history)
+    assert all(h["precision"] == "bf16" for h in whole.history)
+    for key, mask in whole.masks.items():
+        assert torch.equal(resumed.masks[key], mask)
