@@ -31,20 +31,7 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
 
     A crash mid-write leaves the previous file intact instead of a truncated one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return _atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
