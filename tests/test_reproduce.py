@@ -121,3 +121,11 @@ def test_transfer_reuses_the_source_sets(tiny_cifar: Path, tmp_path: Path) -> No
     assert [h["set_size"] for h in results["prac_history"]] == sizes  # round k trained on the source's set k
     assert results["rows"][1]["prac_test_acc"] is not None
     assert "transfer" in (out / "table.md").read_text()
+
+
+def test_measure_flag_reaches_the_run_config() -> None:
+    from benchmarks.reproduce import parse_args
+
+    assert parse_args(["cifar10", "--device", "cpu"]).measure is True
+    config = parse_args(["cifar10", "--device", "cpu", "--no-measure", "--early-bird"])
+    assert config.measure is False and config.preset.early_bird and config.suffix == "-early-bird"

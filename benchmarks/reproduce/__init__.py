@@ -122,6 +122,8 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
     parser.add_argument("--train-size", type=int, default=None, help="override the preset's training-subset size (0 = the whole split)")
     parser.add_argument("--early-bird", action=argparse.BooleanOptionalAction, default=None, help="early-bird stop on PrAC rounds")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--measure", action=argparse.BooleanOptionalAction, default=True,
+                        help="retrain the PrAC tickets on the full split to measure them (default); --no-measure reports the searches only")
     args = parser.parse_args(argv)
 
     preset = get_preset(args.preset)
@@ -147,7 +149,7 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
     return RunConfig(
         dataset=args.dataset, arch=args.arch, preset=preset, experiment=args.experiment, data_dir=args.data_dir,
         out=out, seed=args.seed, device=args.device, transfer_arch=args.transfer_from, threads=args.threads,
-        quiet=args.quiet,
+        quiet=args.quiet, measure=args.measure,
     )
 
 

@@ -144,6 +144,9 @@ class RunConfig:
         transfer_arch: for ``transfer``, the architecture whose PrAC set is reused.
         threads: torch CPU threads (None = torch's default).
         quiet: no progress bars.
+        measure: retrain the other finder's tickets on the full split to measure them (the
+            paper's comparison); False reports the searches only (their rounds' own accuracies
+            and costs), with the PrAC ticket column empty.
     """
 
     dataset: str
@@ -157,6 +160,7 @@ class RunConfig:
     transfer_arch: str | None = None
     threads: int | None = None
     quiet: bool = False
+    measure: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

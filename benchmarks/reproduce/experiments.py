@@ -200,10 +200,11 @@ def comparison_markdown(rows: list[dict[str, Any]], ctx: Context, title: str, ar
     cfg, preset = ctx.config, ctx.config.preset
     n = len(ctx.splits.train)
     table = markdown_table(
-        ["round", "sparsity", "full IMP acc", "PrAC acc", "diff", "PrAC set (% of split)", "epochs",
+        ["round", "sparsity", "full IMP acc", "PrAC acc", "diff", "PrAC round acc", "PrAC set (% of split)", "epochs",
          "steps full", "steps PrAC", "saved (cum.)", "wall full / PrAC (s)"],
         [[r["round"], fmt(100 * r["sparsity"], 2, "%"), fmt(_pct(r["full_test_acc"])), fmt(_pct(r["prac_test_acc"])),
           fmt(None if r["prac_test_acc"] is None else 100 * (r["prac_test_acc"] - r["full_test_acc"]), 2),
+          fmt(_pct(r["prac_round_test_acc"])),
           f"{fmt(r['prac_set_size'])} ({fmt(_pct(r['prac_set_fraction']), 1)}%)", fmt(r["prac_epochs"]),
           r["full_steps"], r["prac_steps"], fmt(_pct(r["saved"]), 1, "%"),
           f"{fmt(r['full_wall_s'], 0)} / {fmt(r['prac_wall_s'], 0)}"] for r in rows],
@@ -216,7 +217,8 @@ def comparison_markdown(rows: list[dict[str, Any]], ctx: Context, title: str, ar
         f"{len(ctx.splits.val) if ctx.splits.val is not None else 0:,} validation, {len(ctx.splits.test):,} test; seed {cfg.seed}.\n\n"
         f"Accuracy: test accuracy (%) at the best-validation epoch. Full IMP ticket: its own round "
         f"(trained on the full split from the rewind point). PrAC ticket: the PrAC round's mask, "
-        f"trained the same way (full split, full schedule, from its rewind point). Steps: optimizer "
+        f"trained the same way (full split, full schedule, from its rewind point). PrAC round acc: "
+        f"the PrAC round's own network (trained on the PrAC set with the reduced schedule). Steps: optimizer "
         f"steps of the finding round; saved = 1 - PrAC/full steps over rounds 0..k (round 0 in both).\n\n"
         + table
         + f"\nTotal steps to the last ticket: full IMP {last['cum_full_steps']:,}, PrAC IMP {last['cum_prac_steps']:,} "
@@ -239,7 +241,7 @@ def compare(ctx: Context, arch: str, finder: tuple[str, Any], *, early_bird: boo
     other = [_round(h) for h in other_ticket.history]
     measured: dict[int, dict[str, Any]] = {}
     for k, ticket_k in enumerate(_round_tickets(ctx, name, len(other))):
-        if k == 0:
+        if k == 0 or not ctx.config.measure:
             continue
         ctx.log(f"measuring the {name} ticket of round {k} (sparsity {100 * other[k]['sparsity']:.2f}%) on the full split")
         measured[k] = measure_ticket(ctx, model, ticket_k, name=f"measure_{name}_round{k}")
