@@ -16,7 +16,8 @@ picks for this machine (:func:`tickets.training.resolve_precision`,
 :func:`tickets.training.resolve_channels_last`) and the batched in-memory data path.
 
 Options: ``--models res20s timm:resnet18``, ``--steps 30``, ``--warmup 5``, ``--batch-size 128``,
-``--threads N``, ``--no-compile`` (compiling takes tens of seconds per configuration),
+``--threads N``, ``--compile-models res20s`` (the models also timed with ``compile=True``;
+compiling takes a minute or more per model on 2 cores),
 ``--data-dir DIR`` (real CIFAR-10 image folder instead of synthetic images), ``--out FILE``
 (also write the table and a JSON of every number).
 """
@@ -99,7 +100,7 @@ def engine(model: nn.Module, data: ImageDataset, batch_size: int, steps: int, wa
     return steps * batch_size / (marks[warmup + steps] - marks[warmup]), trainer.precision, trainer.channels_last
 
 
-def run(models: Sequence[str], *, steps: int, warmup: int, batch_size: int, compile_too: bool,
+def run(models: Sequence[str], *, steps: int, warmup: int, batch_size: int, compile_models: Sequence[str],
         data_dir: str | None) -> list[dict[str, Any]]:
     data = _data(batch_size * (steps + warmup + 2), data_dir)
     cpu = torch.device("cpu")
@@ -114,8 +115,8 @@ def run(models: Sequence[str], *, steps: int, warmup: int, batch_size: int, comp
             for precision in ("fp32", "bf16"):
                 for cl in (False, True):
                     configs.append(("tickets", {"precision": precision, "channels_last": cl}))
-            if compile_too:
-                configs.append(("tickets", {"compile": True}))
+            if arch in compile_models:
+                configs.append(("tickets defaults + compile", {"compile": True}))
             for loop, options in configs:
                 try:
                     speed, precision, cl = engine(_model(arch, sparsity), data, batch_size, steps, warmup, **options)
@@ -150,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile configuration")
+    parser.add_argument("--compile-models", nargs="*", default=["res20s"],
+                        help="models also timed with compile=True (compiling takes a minute or more each; default res20s)")
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 image folder (default: synthetic images)")
     parser.add_argument("--out", default=None, help="write the table (.md) and numbers (.json) here")
     args = parser.parse_args(argv)
@@ -158,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     started = time.time()
     rows = run(args.models, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size,
-               compile_too=not args.no_compile, data_dir=args.data_dir)
+               compile_models=args.compile_models, data_dir=args.data_dir)
     table = markdown(rows)
     print(f"\nthreads {torch.get_num_threads()}, batch {args.batch_size}, {args.steps} timed steps, "
           f"torch {torch.__version__}, {time.time() - started:.0f} s\n\n{table}")

@@ -288,3 +288,14 @@ def test_a_bf16_prac_run_on_in_memory_images_resumes_exactly(tmp_path: Any) -> N
     assert all(h["precision"] == "bf16" for h in whole.history)
     for key, mask in whole.masks.items():
         assert torch.equal(resumed.masks[key], mask)
+
+
+def test_train_speed_benchmark_runs_and_tabulates() -> None:
+    from benchmarks.train_speed import markdown, run
+
+    rows = run(["res20s"], steps=1, warmup=1, batch_size=4, compile_models=[], data_dir=None)
+    assert {r["loop"] for r in rows} == {"plain fp32 loop", "tickets defaults", "tickets"}
+    assert len(rows) == 2 * 6 and all(r["img_s"] > 0 for r in rows)
+    defaults = [r for r in rows if r["loop"] == "tickets defaults"]
+    assert all(r["precision"] == resolve_precision("cpu") and r["channels_last"] for r in defaults)
+    assert markdown(rows).count("\n") == len(rows) + 2
