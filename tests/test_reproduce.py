@@ -129,3 +129,11 @@ def test_measure_flag_reaches_the_run_config() -> None:
     assert parse_args(["cifar10", "--device", "cpu"]).measure is True
     config = parse_args(["cifar10", "--device", "cpu", "--no-measure", "--early-bird"])
     assert config.measure is False and config.preset.early_bird and config.suffix == "-early-bird"
+
+
+def test_min_step_fraction_flag_reaches_the_preset() -> None:
+    from benchmarks.reproduce import parse_args
+
+    assert parse_args(["cifar10", "--device", "cpu"]).preset.min_step_fraction == 0.1
+    config = parse_args(["cifar10", "--device", "cpu", "--min-step-fraction", "0.2"])
+    assert config.preset.min_step_fraction == 0.2 and config.preset.name == "quick*"

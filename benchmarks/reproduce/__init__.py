@@ -121,6 +121,8 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
     parser.add_argument("--rounds", type=int, default=None, help="override the preset's number of rounds (round 0 included)")
     parser.add_argument("--train-size", type=int, default=None, help="override the preset's training-subset size (0 = the whole split)")
     parser.add_argument("--early-bird", action=argparse.BooleanOptionalAction, default=None, help="early-bird stop on PrAC rounds")
+    parser.add_argument("--min-step-fraction", type=float, default=None,
+                        help="small-set floor: a PrAC round trains at least this fraction of a full round's steps (default 0.1; 0 = off)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--measure", action=argparse.BooleanOptionalAction, default=True,
                         help="retrain the PrAC tickets on the full split to measure them (default); --no-measure reports the searches only")
@@ -139,6 +141,8 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
         changes["train_size"] = args.train_size or None
     if args.early_bird is not None:
         changes["early_bird"] = args.early_bird
+    if args.min_step_fraction is not None:
+        changes["min_step_fraction"] = args.min_step_fraction
     if changes:
         preset = preset.replace(name=f"{preset.name}*", **changes)
     if args.device is None:

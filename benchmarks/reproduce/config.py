@@ -40,6 +40,8 @@ class Preset:
             optional early-bird stop); full-data IMP never stops early.
         early_bird_window: consecutive mask distances below 0.08 that stop a round (5 in the
             paper's 182-epoch rounds; a round must last longer than the window to stop early).
+        min_step_fraction: the small-set floor of ``tickets.prune``: a PrAC round trains at
+            least this fraction of a full round's optimizer steps (0 = the paper's schedule).
         num_workers: DataLoader worker processes.
         note: what the preset is for, printed in the outputs.
     """
@@ -66,6 +68,7 @@ class Preset:
     test_images: int | None = None
     early_bird: bool = False
     early_bird_window: int = 5
+    min_step_fraction: float = 0.1
     num_workers: int = 0
     note: str = ""
 

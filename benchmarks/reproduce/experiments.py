@@ -114,7 +114,8 @@ def find_ticket(ctx: Context, model: nn.Module, sampler: Any, *, name: str, earl
         train_eval_data=ctx.splits.train_eval, eval_data=ctx.splits.val, test_data=ctx.splits.test,
         device=cfg.device, checkpoint_dir=ctx.out / "checkpoints" / name,
         parameters=prunable_parameters(pruned, keep_dense=preset.keep_dense, kinds=preset.kinds),
-        early_bird=EarlyBird(window=preset.early_bird_window) if early_bird else False, num_workers=preset.num_workers, quiet=cfg.quiet, seed=cfg.seed,
+        early_bird=EarlyBird(window=preset.early_bird_window) if early_bird else False, num_workers=preset.num_workers,
+        min_step_fraction=preset.min_step_fraction, quiet=cfg.quiet, seed=cfg.seed,
         meta={"arch": cfg.transfer_arch if name == "source" else cfg.arch, "dataset": cfg.dataset, "preset": preset.name},
     )
 
