@@ -31,7 +31,7 @@ class _GuardPre:
     def __call__(self, model: nn.Module, inputs: Any) -> None:
         if torch.compiler.is_compiling():  # compiled: every pruned tensor is recomputed in the graph
             for _, module, name in methods.pruned_parameters(model):
-                setattr(module, name, module._parameters[name + "_orig"] * module._buffers[name + "_mask"])
+                methods.refresh_traced(module, name)
             return
         tie_shared(model)
         methods._active_forward.append(next(_forward_ids))

@@ -236,6 +236,13 @@ def refresh(module: nn.Module, name: str) -> None:
     setattr(module, name, weight)
 
 
+def refresh_traced(module: nn.Module, name: str) -> None:
+    """``module.<name> = <name>_orig * <name>_mask`` as plain tensors, for code traced by
+    ``torch.compile``: the product becomes part of the graph (no freshness stamp, no tensor
+    subclass, nothing dynamo cannot trace)."""
+    setattr(module, name, module._parameters[name + "_orig"] * module._buffers[name + "_mask"])
+
+
 def _is_fresh(module: nn.Module, name: str) -> bool:
     """Whether ``module.<name>`` was computed in this guarded forward from the current state."""
     if not _active_forward:
@@ -284,9 +291,8 @@ class _TicketsMethod(torch_prune.BasePruningMethod):
     _tensor_name: str
 
     def __call__(self, module: nn.Module, inputs: Any) -> None:
-        if torch.compiler.is_compiling():  # traced by torch.compile: the product is part of the graph
-            name = self._tensor_name
-            setattr(module, name, module._parameters[name + "_orig"] * module._buffers[name + "_mask"])
+        if torch.compiler.is_compiling():
+            refresh_traced(module, self._tensor_name)
             return
         if not _is_fresh(module, self._tensor_name):  # the model's guard may have done it
             refresh(module, self._tensor_name)

@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tickets import methods
-from tickets.data import BatchLoader, batch_loader
+from tickets.data import batch_loader
 from tickets.rewind import enforce_masks, rewind
 from tickets.sampler import IndexedDataset, PrACSampler, _seed_for
 from tickets.stats import SampleStats
@@ -602,7 +602,6 @@ class Trainer:
         self.eval_data, self.test_data = eval_data, test_data
         self.stats = stats
         self.precision = resolve_precision(self.device, precision, amp)
-        self.amp = self.precision != "fp32"
         self.channels_last = resolve_channels_last(model, channels_last)
         self.compiled = bool(compile)
         # torch.compile traces the masking into the graph (tickets.methods: the pruning hooks take
