@@ -140,7 +140,7 @@ def test_ticket_apply_to_an_already_pruned_model():
 def test_ticket_without_rewind_state_asks_for_rewind_false():
     model = mlp()
     tickets.magnitude_prune(model[0], "weight", 0.5)
-    ticket = tickets.Ticket.from_model(model)
+    ticket = tickets.Ticket.from_model(model, weights=False)
     with pytest.raises(ValueError, match=r"apply\(model, rewind=False\)"):
         ticket.apply(mlp())
     assert tickets.masks(ticket.apply(mlp(), rewind=False)).keys() == {"0.weight"}

@@ -13,6 +13,7 @@ from tickets.imp import (
     prune,
     retrain,
 )
+from tickets.search import PrACOptions, Pruning, Round, Runtime, TicketSearch
 from tickets.methods import (
     FixedMask,
     MagnitudePruning,
@@ -104,4 +105,9 @@ __all__ = [
     "NonFiniteLossError",
     "resolve_channels_last",
     "resolve_precision",
+    "PrACOptions",
+    "Pruning",
+    "Round",
+    "Runtime",
+    "TicketSearch",
 ]

@@ -169,15 +169,27 @@ class Ticket:
         rewind_state: Mapping[str, torch.Tensor] | None = None,
         history: list[dict[str, Any]] | None = None,
         meta: dict[str, Any] | None = None,
+        *,
+        weights: bool = True,
     ) -> Ticket:
-        """The ticket of a pruned ``model``: its masks, and ``rewind_state`` masked by them.
+        """The ticket of a pruned ``model``: its masks, and the weights to rewind to.
+
+        ``Ticket.from_model(model).save(path)`` then ``Ticket.load(path).apply(fresh)`` gives
+        ``fresh`` the model's masks and its current (masked) weights.
 
         Args:
             model: a model pruned with this library or torch's methods.
             rewind_state: weights to rewind to (e.g. :func:`tickets.snapshot` taken at
-                iteration k), unpruned or pruned key form; None keeps masks only.
+                iteration k), unpruned or pruned key form; None = the model's current
+                weights (``weights=True``) or none.
             history: per-round records; meta: facts about the run.
+            weights: with ``rewind_state=None``, keep the model's current weights (default)
+                or masks only (False; apply such a ticket with ``apply(model, rewind=False)``).
         """
+        if not isinstance(weights, bool):
+            raise TypeError(f"weights must be True (keep the model's weights) or False (masks only); got {weights!r}")
+        if rewind_state is None and weights:
+            rewind_state = model.state_dict()
         found = methods.masks(model)
         if not found:
             raise ValueError(f"{type(model).__name__} has no pruned tensor: prune it before making a Ticket")
