@@ -28,6 +28,7 @@ See ``docs/own-loop.md`` for the protocol and what it guarantees.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -470,6 +471,33 @@ def resolve_options(
 
 
 # ---------------------------------------------------------------------- the search
+class _RoundSampler(Sampler[int]):
+    """The search's sampler cut to the open round's current epoch (see :meth:`TicketSearch.loader`)."""
+
+    def __init__(self, search: TicketSearch) -> None:
+        self.search = search
+
+    def _limit(self) -> int | None:
+        rnd = self.search._open
+        if rnd is None:
+            return None
+        left = min(rnd.steps_per_epoch - rnd.step % rnd.steps_per_epoch, rnd.total_steps - rnd.step)
+        return max(0, left) * rnd.batch_size if not rnd.stopped else 0
+
+    def __iter__(self) -> Iterator[int]:
+        limit = self._limit()
+        order = iter(self.search.sampler)
+        return order if limit is None else itertools.islice(order, limit)
+
+    def __len__(self) -> int:
+        size = len(self.search.sampler)  # type: ignore[arg-type]
+        limit = self._limit()
+        return size if limit is None else min(size, limit)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Ignored: the round sets its sampler's epoch (frameworks call this with their own count)."""
+
+
 class Round:
     """One round of a :class:`TicketSearch`: what to train, for how long, and the reports.
 
@@ -922,18 +950,26 @@ class TicketSearch:
             raise RuntimeError("no round has finished yet: the search has no ticket")
         return _ticket(self._run.masks, self._run, self.meta)  # type: ignore[arg-type]
 
-    def loader(self, batch_size: int | None = None, **kwargs: Any) -> DataLoader:
+    def loader(self, **kwargs: Any) -> DataLoader:
         """A ``DataLoader`` of ``(input, target, index)`` batches over the training set that
-        follows the search's sampler (the current set, reshuffled per epoch).
+        follows the search: the current set, in the sampler's order for the epoch, cut to the
+        open round's epoch (the first epoch after a rewind starts mid-epoch, and the round
+        may end mid-epoch), with the schedule's batch size. Build it once; every
+        ``iter(loader)`` follows the round at that moment.
 
         Args:
-            batch_size: default the schedule's.
-            kwargs: other ``DataLoader`` arguments (``num_workers``, ``pin_memory``...).
+            kwargs: other ``DataLoader`` arguments (``num_workers``, ``pin_memory``,
+                ``persistent_workers``...; with persistent workers the data order is still
+                right: the sampler runs in the main process).
         """
-        if "sampler" in kwargs or "shuffle" in kwargs or "batch_sampler" in kwargs:
-            raise TypeError("the search's loader draws with the search's sampler: do not pass sampler, batch_sampler or shuffle")
-        return DataLoader(IndexedDataset(self.train_data), batch_size=batch_size or self.schedule.batch_size,  # type: ignore[arg-type]
-                          sampler=self.sampler, **kwargs)
+        for key in ("sampler", "shuffle", "batch_sampler", "batch_size", "drop_last"):
+            if key in kwargs:
+                raise TypeError(
+                    f"search.loader() sets {key} itself (the search's sampler, the schedule's batch_size "
+                    f"{self.schedule.batch_size}); pass DataLoader options such as num_workers"
+                )
+        return DataLoader(IndexedDataset(self.train_data), batch_size=self.schedule.batch_size,  # type: ignore[arg-type]
+                          sampler=_RoundSampler(self), **kwargs)
 
     # ------------------------------------------------------------------ rounds
     def begin_round(self) -> Round:
