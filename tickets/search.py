@@ -549,6 +549,13 @@ class Round:
         self._epoch_steps = 0
         self._optimizer: weakref.ReferenceType[torch.optim.Optimizer] | None = None
         self._started = time.perf_counter()
+        self._sync_epoch()
+
+    def _sync_epoch(self) -> None:
+        """Keep the sampler at the epoch of the next step, so that a data iterator created at
+        any moment (frameworks create theirs before their epoch hooks) has the right order."""
+        if hasattr(self.sampler, "set_epoch") and self.step < self.total_steps:
+            self.sampler.set_epoch(self.epoch)  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ what to train
     @property
@@ -765,6 +772,7 @@ class Round:
             entry["early_stop"] = True
         self.log.append(entry)
         self._epoch_steps = 0
+        self._sync_epoch()
         return self.stopped
 
     def restore_best(self) -> int | None:
@@ -1005,7 +1013,7 @@ class TicketSearch:
         round_sched = self.schedule.scaled(time_ratio) if scaled else self.schedule
         spe = round_sched.steps_per_epoch(set_size)
         start = 0 if k == 0 else min(int(round(self.rewind_epochs * time_ratio * spe)), round_sched.total_steps(set_size) - 1)
-        stats = SampleStats(n, self.device) if self.adaptive else None
+        stats = SampleStats(n, self._device()) if self.adaptive else None
         self._open = Round(self, k, round_sched, start, set_size, floored, stats)
         return self._open
 
@@ -1074,6 +1082,12 @@ class TicketSearch:
                 **{k: getattr(self._run, k) for k in self._run.__dataclass_fields__}}
 
     # ------------------------------------------------------------------ internals
+    def _device(self) -> torch.device:
+        """The engine's device, or for own loops wherever the model is now."""
+        if self._engine:
+            return self.device
+        return next(iter(self.model.parameters()), torch.empty(0, device=self.device)).device
+
     def _stepped(self, rnd: Round) -> None:
         if rnd.index == 0 and rnd.step == self.rewind_step:
             self._run.rewind_state = snapshot(self.model)
@@ -1108,7 +1122,7 @@ class TicketSearch:
             if k + 1 < self.rounds:
                 data = self.train_eval_data if self.train_eval_data is not None else self.train_data
                 preds, targets = predict(self.model, data, batch_size=max(256, self.schedule.batch_size),
-                                         num_workers=self.runtime.num_workers, device=self.device,
+                                         num_workers=self.runtime.num_workers, device=self._device(),
                                          precision=self.precision, channels_last=self.channels_last)
                 if k == 0:
                     run.dense_predictions, run.targets = preds, targets
