@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from tickets import methods
+from tickets import distributed as _dist, methods
 from tickets.rewind import enforce_masks, rewind as rewind_weights, snapshot
 from tickets.sampler import IndexedDataset, PrACSampler, dataset_of, targets_of
 from tickets.selection import prunable_parameters
@@ -477,20 +477,24 @@ class _RoundSampler(Sampler[int]):
     def __init__(self, search: TicketSearch) -> None:
         self.search = search
 
+        self.source: Sampler[int] = search.sampler
+        if search.world_size > 1:  # this rank's share of every epoch
+            self.source = _dist.ShardSampler(search.sampler, search.rank, search.world_size)
+
     def _limit(self) -> int | None:
         rnd = self.search._open
         if rnd is None:
             return None
         left = min(rnd.steps_per_epoch - rnd.step % rnd.steps_per_epoch, rnd.total_steps - rnd.step)
-        return max(0, left) * rnd.batch_size if not rnd.stopped else 0
+        return max(0, left) * self.search._rank_batch if not rnd.stopped else 0
 
     def __iter__(self) -> Iterator[int]:
         limit = self._limit()
-        order = iter(self.search.sampler)
+        order = iter(self.source)
         return order if limit is None else itertools.islice(order, limit)
 
     def __len__(self) -> int:
-        size = len(self.search.sampler)  # type: ignore[arg-type]
+        size = len(self.source)  # type: ignore[arg-type]
         limit = self._limit()
         return size if limit is None else min(size, limit)
 
@@ -756,6 +760,9 @@ class Round:
             raise RuntimeError(f"round {self.index} is closed")
         if self._epoch_steps == 0:
             raise RuntimeError(f"round {self.index}: end_epoch() without a reported step since the last one")
+        if hasattr(self.stats, "flush"):
+            self.stats.flush()  # type: ignore[union-attr]  # the epoch's statistics of every rank
+        _dist.broadcast_buffers(self.search.model)  # every rank evaluates with rank 0's buffers
         entry: dict[str, Any] = {"epoch": (self.step - 1) // self.steps_per_epoch + 1, "step": self.step, **metrics}
         if val_acc is not None:
             val = float(val_acc)
@@ -838,6 +845,7 @@ class TicketSearch:
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
             raise ValueError(f"rounds must be an int >= 1 (round 0 is the dense training); got {rounds!r}")
         sched, pruning, prac, runtime = resolve_options(schedule, pruning, prac, runtime, **options)
+        _dist.init_from_env(runtime.device)  # under torchrun without a process group: make one
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int; got {seed!r}")
         if isinstance(sampler, Dataset):
@@ -868,6 +876,15 @@ class TicketSearch:
         is_prac = isinstance(sampler, PrACSampler)
         if is_prac and sampler.num_samples != n:  # type: ignore[union-attr]
             raise ValueError(f"the PrACSampler covers {sampler.num_samples:,} samples but train_data has {n:,}")  # type: ignore[union-attr]
+        self.rank, self.world_size = _dist.world()
+        if self.world_size > 1:
+            if sched.batch_size % self.world_size:
+                raise ValueError(
+                    f"batch_size {sched.batch_size} is the global batch of all {self.world_size} processes: it must be "
+                    f"a multiple of the world size"
+                )
+            if not runtime.quiet and self.rank != 0:
+                runtime = dataclasses.replace(runtime, quiet=True)  # progress and summaries from rank 0 only
         self.model, self.sampler, self.train_data, self.train_eval_data = model, sampler, train_data, train_eval_data
         self.rounds, self.seed = rounds, int(seed)
         self.schedule, self.pruning, self.prac, self.runtime = sched, pruning, prac, runtime
@@ -901,10 +918,13 @@ class TicketSearch:
         }
         if not _engine:
             config["loop"] = "own"
+        if self.world_size > 1:  # a distributed run resumes with the same number of processes
+            config["world_size"] = self.world_size
         self.config = config
         self._fingerprint = json.dumps(config, sort_keys=True)
         self.directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        if self.directory is not None:
+        self._writer = self.rank == 0  # only rank 0 writes; every rank reads
+        if self.directory is not None and self._writer:
             self.directory.mkdir(parents=True, exist_ok=True)
         self._run = (_load_run(self.directory, self._fingerprint) if self.directory is not None else None) or _Run()
         self.meta = {
@@ -927,7 +947,7 @@ class TicketSearch:
         generator = getattr(sampler, "generator", None)
         if isinstance(generator, torch.Generator) and run.sampler_generator is not None:
             generator.set_state(run.sampler_generator)
-        if run.phase == "done":
+        if run.phase == "done" and self._writer:
             _finish(run, self.meta, self.directory)
 
     # ------------------------------------------------------------------ facts
@@ -976,8 +996,13 @@ class TicketSearch:
                     f"search.loader() sets {key} itself (the search's sampler, the schedule's batch_size "
                     f"{self.schedule.batch_size}); pass DataLoader options such as num_workers"
                 )
-        return DataLoader(IndexedDataset(self.train_data), batch_size=self.schedule.batch_size,  # type: ignore[arg-type]
+        return DataLoader(IndexedDataset(self.train_data), batch_size=self._rank_batch,  # type: ignore[arg-type]
                           sampler=_RoundSampler(self), **kwargs)
+
+    @property
+    def _rank_batch(self) -> int:
+        """This process's share of the global batch."""
+        return self.schedule.batch_size // self.world_size
 
     # ------------------------------------------------------------------ rounds
     def begin_round(self) -> Round:
@@ -1002,7 +1027,8 @@ class TicketSearch:
             run.phase = "train"
             if self.directory is not None:
                 run.sets[k] = self.sampler.indices if self.is_prac else torch.arange(n)  # type: ignore[union-attr]
-                atomic_save(dict(run.sets), self.directory / "prac_sets.pt")
+                if self._writer:
+                    atomic_save(dict(run.sets), self.directory / "prac_sets.pt")
             self._checkpoint()
         elif not self._engine and run.model is not None:
             _load_state(self.model, run.model)  # a round cut short starts again from its start
@@ -1013,7 +1039,8 @@ class TicketSearch:
         round_sched = self.schedule.scaled(time_ratio) if scaled else self.schedule
         spe = round_sched.steps_per_epoch(set_size)
         start = 0 if k == 0 else min(int(round(self.rewind_epochs * time_ratio * spe)), round_sched.total_steps(set_size) - 1)
-        stats = SampleStats(n, self._device()) if self.adaptive else None
+        stats_type = _dist.DistributedStats if self.world_size > 1 else SampleStats
+        stats = stats_type(n, self._device()) if self.adaptive else None
         self._open = Round(self, k, round_sched, start, set_size, floored, stats)
         return self._open
 
@@ -1050,8 +1077,9 @@ class TicketSearch:
         kept = rnd.restore_best()
         best = rnd._best if kept is not None else None
         last = rnd.log[-1] if rnd.log else {}
+        samples = int(_dist.all_reduce_sum(torch.tensor([float(rnd.samples)], dtype=torch.float64), self._device())[0])
         measured = {
-            "steps": rnd.steps, "samples": rnd.samples, "start_step": rnd.start_step, "end_step": rnd.step,
+            "steps": rnd.steps, "samples": samples, "start_step": rnd.start_step, "end_step": rnd.step,
             "epochs_trained": round(rnd.steps / rnd.steps_per_epoch, 4),
             "val_acc": best[0] if best else (float(val_acc) if val_acc is not None else last.get("val_acc")),
             "val_loss": best[1] if best else (float(val_loss) if val_loss is not None else last.get("val_loss")),
@@ -1092,10 +1120,30 @@ class TicketSearch:
         if rnd.index == 0 and rnd.step == self.rewind_step:
             self._run.rewind_state = snapshot(self.model)
 
+    def _set_mask(self) -> torch.Tensor:
+        member = torch.zeros(self.num_samples, dtype=torch.bool)
+        member[self.sampler.indices if self.is_prac else torch.arange(self.num_samples)] = True  # type: ignore[union-attr]
+        return member
+
+    def _predict(self, data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions on the whole training split; under torch.distributed each rank predicts a
+        slice and the slices are gathered, so every rank has them all."""
+        kwargs = dict(batch_size=max(256, self.schedule.batch_size), num_workers=self.runtime.num_workers,
+                      device=self._device(), precision=self.precision, channels_last=self.channels_last)
+        if self.world_size > 1 and isinstance(data, Dataset):
+            part, _ = _dist.shard_of(data)
+            if len(part):  # type: ignore[arg-type]
+                preds, targets = predict(self.model, part, **kwargs)  # type: ignore[arg-type]
+            else:
+                preds = targets = torch.empty(0, dtype=torch.long)
+            total = len(data)  # type: ignore[arg-type]
+            return _dist.gather_predictions(preds, total), _dist.gather_predictions(targets, total)
+        return predict(self.model, data, **kwargs)  # type: ignore[arg-type]
+
     def _checkpoint(self, trainer: dict[str, Any] | None = None) -> None:
         run = self._run
         run.trainer = trainer
-        if self.directory is None:
+        if self.directory is None or not self._writer:
             return
         run.sampler = self.sampler.state_dict() if self.is_prac else None  # type: ignore[union-attr]
         generator = getattr(self.sampler, "generator", None)
@@ -1121,9 +1169,7 @@ class TicketSearch:
             entry.update({f"stats_{key}": v for key, v in rnd.stats.summary().items()})
             if k + 1 < self.rounds:
                 data = self.train_eval_data if self.train_eval_data is not None else self.train_data
-                preds, targets = predict(self.model, data, batch_size=max(256, self.schedule.batch_size),
-                                         num_workers=self.runtime.num_workers, device=self._device(),
-                                         precision=self.precision, channels_last=self.channels_last)
+                preds, targets = self._predict(data)
                 if k == 0:
                     run.dense_predictions, run.targets = preds, targets
                     disagree = None
@@ -1142,7 +1188,7 @@ class TicketSearch:
         entry["total_wall_time_s"] = round(prev["total_wall_time_s"] + entry["wall_time_s"], 3)
         run.history.append(entry)
         ticket_k = _ticket(round_masks, run, self.meta)
-        if self.directory is not None:
+        if self.directory is not None and self._writer:
             ticket_k.save(self.directory / f"round_{k}.ticket")
         run.extra_wall = 0.0
         if k + 1 < self.rounds:
@@ -1158,8 +1204,16 @@ class TicketSearch:
             run.phase = "done"
         run.masks = _current_masks(self.parameters, self.names)
         run.model = _state(self.model)
+        if self.world_size > 1:  # one all-reduce: the ranks agree on everything the next round starts from
+            _dist.check_identical({
+                "masks": _dist.mask_checksum(run.masks),
+                "PrAC set": float(_dist.mask_checksum({"set": self._set_mask()})),
+                "schedule position": float(entry["end_step"]),
+                "steps": float(entry["steps"]),
+                "weights": _dist._weight_checksum(self.model),
+            }, self._device(), where=f"after round {k}")
         self._checkpoint()
-        if run.phase == "done":
+        if run.phase == "done" and self._writer:
             _finish(run, self.meta, self.directory)  # the final ticket exists before callbacks run
         rnd.closed = True
         self._open = None

@@ -16,6 +16,7 @@ Steps are optimizer steps. Points of a schedule can be given as an int (steps) o
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import random
 import re
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from tickets import methods
+from tickets import distributed as _dist, methods
 from tickets.data import batch_loader
 from tickets.rewind import enforce_masks, rewind
 from tickets.sampler import IndexedDataset, PrACSampler, _seed_for
@@ -541,6 +542,15 @@ def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
         model.load_state_dict(state)
 
 
+# DDP's per-forward buffer broadcast switched off (torch >= 2.14 names it forward_sync_buffers); the
+# buffers are still synced once when DDP is built, which the search wants (identical start)
+_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
+
+
 # ---------------------------------------------------------------------- trainer
 class Trainer:
     """A resumable training run of ``model`` on ``data`` for a :class:`Schedule`.
@@ -559,6 +569,11 @@ class Trainer:
         early_stop: ``fn(model, epoch) -> bool`` after each epoch's evaluation; True ends the
             run and keeps the weights of that epoch (not the best-validation ones). If it has
             ``state_dict``/``load_state_dict`` they are checkpointed with the trainer.
+        distributed: train as one rank of the active ``torch.distributed`` process group
+            (None = whenever one of 2+ processes is active): ``schedule.batch_size`` is the
+            global batch, each rank trains on its shard of every epoch
+            (:class:`tickets.distributed.ShardSampler`) under ``DistributedDataParallel``,
+            statistics and evaluation are combined over the ranks (see ``docs/distributed.md``).
     """
 
     def __init__(
@@ -590,6 +605,7 @@ class Trainer:
         on_step: Callable[[int, nn.Module], Any] | None = None,
         on_epoch: Callable[[Trainer, dict[str, Any]], Any] | None = None,
         early_stop: Callable[[nn.Module, int], bool] | None = None,
+        distributed: bool | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
@@ -604,17 +620,18 @@ class Trainer:
         self.precision = resolve_precision(self.device, precision, amp)
         self.channels_last = resolve_channels_last(model, channels_last)
         self.compiled = bool(compile)
-        # torch.compile traces the masking into the graph (tickets.methods: the pruning hooks take
-        # their traceable branch while compiling), so pruned weights stay zero and no step recompiles
-        self.forward = torch.compile(model) if self.compiled else model
+        self.distributed = _dist.is_active() if distributed is None else bool(distributed)
+        if self.distributed and not _dist.is_active():
+            raise ValueError("distributed=True needs an initialized torch.distributed process group of 2 or more processes")
+        self.rank, self.world_size = _dist.world() if self.distributed else (0, 1)
         self.loss_fn = loss_fn or F.cross_entropy
         self.restore_best = restore_best
-        self.quiet, self.desc = quiet, desc
+        self.quiet, self.desc = quiet or self.rank != 0, desc
         self.round_index = int(round_index)
         self.on_step, self.on_epoch, self.early_stop = on_step, on_epoch, early_stop
         self.num_workers = int(num_workers)
         self.eval_batch_size = eval_batch_size or max(256, schedule.batch_size)
-        if isinstance(data, DataLoader):
+        if isinstance(data, DataLoader):  # the caller's loader (under torch.distributed: the caller's sharding)
             self.loader: Iterable[Any] = data
             self.sampler = getattr(data, "sampler", None)
             steps = len(data)
@@ -622,15 +639,24 @@ class Trainer:
             if not isinstance(data, Dataset):
                 raise TypeError(f"data must be a Dataset or a DataLoader; got {type(data).__name__}")
             self.sampler = sampler if sampler is not None else PrACSampler(data, seed=self.seed)
-            fast = None if (loader_kwargs or self.num_workers) else batch_loader(data, schedule.batch_size, self.sampler)
+            batch = schedule.batch_size
+            if self.distributed:  # batch_size is the global batch: each rank takes its share of every batch
+                if batch % self.world_size:
+                    raise ValueError(
+                        f"batch_size {batch} is the global batch of all {self.world_size} processes: it must be a "
+                        f"multiple of the world size (e.g. {batch - batch % self.world_size or self.world_size})"
+                    )
+                batch //= self.world_size
+                self.sampler = _dist.ShardSampler(self.sampler, self.rank, self.world_size)
+            fast = None if (loader_kwargs or self.num_workers) else batch_loader(data, batch, self.sampler)
             if fast is not None:  # in-memory images: batches gathered and augmented with tensor operations
                 self.loader = fast
             else:
                 kwargs = dict(loader_kwargs or {})
                 kwargs.setdefault("num_workers", self.num_workers)
                 kwargs.setdefault("pin_memory", self.device.type == "cuda")
-                self.loader = DataLoader(IndexedDataset(data), batch_size=schedule.batch_size, sampler=self.sampler, **kwargs)
-            steps = math.ceil(len(self.sampler) / schedule.batch_size)  # type: ignore[arg-type]
+                self.loader = DataLoader(IndexedDataset(data), batch_size=batch, sampler=self.sampler, **kwargs)
+            steps = math.ceil(len(self.sampler) / batch)  # type: ignore[arg-type]
         self.steps_per_epoch = max(1, steps)
         self.total_steps = schedule.epochs * self.steps_per_epoch
         self.start_step = parse_step(start_step, self.steps_per_epoch, "start_step")
@@ -644,6 +670,16 @@ class Trainer:
         model.to(self.device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)  # type: ignore[call-arg]
+        forward: nn.Module = model
+        if self.distributed:
+            # gradients averaged by DDP; masks are buffers that never change within a round, so nothing
+            # is broadcast per step (broadcast_buffers=False); the other buffers are synced per epoch
+            forward = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None, **_NO_BUFFER_SYNC,
+            )
+        # torch.compile traces the masking into the graph (tickets.methods: the pruning hooks take
+        # their traceable branch while compiling), so pruned weights stay zero and no step recompiles
+        self.forward = torch.compile(forward) if self.compiled else forward
         self.optimizer = schedule.make_optimizer([p for p in model.parameters() if p.requires_grad])
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16" and self.device.type == "cuda")
@@ -753,6 +789,16 @@ class Trainer:
             self.on_step(self.step, self.model)
 
     def _evaluate(self, data: Any) -> EvalResult:
+        if self.distributed and isinstance(data, Dataset):  # each rank measures a slice; the sums are combined
+            part, _ = _dist.shard_of(data, self.rank, self.world_size)
+            local = evaluate(
+                self.model, part, device=self.device, batch_size=self.eval_batch_size, num_workers=self.num_workers,
+                loss_fn=self.loss_fn, precision=self.precision, channels_last=self.channels_last,
+            ) if len(part) else EvalResult(0.0, 0.0, 0)  # type: ignore[arg-type]
+            sums = _dist.all_reduce_sum(torch.tensor([local.accuracy * local.samples, local.loss * local.samples,
+                                                      float(local.samples)], dtype=torch.float64), self.device)
+            count = int(sums[2])
+            return EvalResult(float(sums[0] / count), float(sums[1] / count), count)
         return evaluate(
             self.model, data, device=self.device, batch_size=self.eval_batch_size, num_workers=self.num_workers,
             loss_fn=self.loss_fn, precision=self.precision, channels_last=self.channels_last,
@@ -791,6 +837,15 @@ class Trainer:
                 if self.step == before:
                     raise RuntimeError(f"the training data yielded no batch in epoch {epoch + 1}: is it empty?")
                 n = self.samples - seen
+                if hasattr(self.stats, "flush"):
+                    self.stats.flush()  # type: ignore[union-attr]
+                if self.distributed:  # every rank: rank 0's buffers, and the epoch's numbers over all ranks
+                    _dist.broadcast_buffers(self.model)
+                    summed = _dist.all_reduce_sum(torch.cat([totals.double().cpu(), torch.tensor([float(n)], dtype=torch.float64)]),
+                                                  self.device)
+                    totals = summed[:2]
+                    self.samples += int(summed[2]) - n
+                    n = int(summed[2])
                 entry: dict[str, Any] = {
                     "epoch": epoch + 1,
                     "step": self.step,
