@@ -234,6 +234,11 @@ def _subset(dataset: Any, size: int | None, seed: int) -> Any:
 def rewinding(ctx: Context) -> dict[str, Any]:
     """IMP with rewinding to k in (0, ~0.5%, ~2%, ~7%) of training, and its stability."""
     cfg = ctx.config
+    if tickets.distributed.is_active():
+        raise ValueError(
+            "the rewinding experiment runs in one process (its many short trainings gain nothing from "
+            "torchrun on CPU); run it without torchrun, or use --experiment imp-vs-prac / transfer"
+        )
     s = settings_for(cfg.preset)
     device = cfg.device
     seed = cfg.seed

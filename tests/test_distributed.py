@@ -120,3 +120,37 @@ def test_distributed_stats_apply_whole_epochs_in_one_process():
 def test_checks_are_free_without_a_process_group():
     check_identical({"masks": 1.0})  # no process group: nothing to compare
     assert mask_checksum({"a": torch.tensor([True, False])}) != mask_checksum({"a": torch.tensor([False, True])})
+
+
+def test_the_harness_runs_under_torchrun(tmp_path):
+    from test_reproduce import write_image_folder
+
+    data = write_image_folder(tmp_path / "data", train_per_class=30, test_per_class=4)
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "benchmarks.reproduce",
+         "cifar10", "--preset", "smoke", "--data-dir", str(data), "--out", str(out), "--quiet", "--threads", "1"],
+        env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-3000:]
+    import json
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["environment"]["processes"] == 2
+    assert (out / "table.md").read_text().strip()
+    assert len(results["rows"]) >= 2 and all(r["prac_steps"] > 0 for r in results["rows"])
+    assert done.stdout.count("PrAC") == results.get("summary", "").count("PrAC")  # printed once, by rank 0
+
+
+def test_an_own_ddp_loop_finds_what_the_engine_finds(runs, tmp_path):
+    done = launch(tmp_path / "own", "own", tmp_path / "ck")
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = results(tmp_path / "own")
+    engine = results(runs / "full")[0]
+    for key in engine["masks"]:
+        assert torch.equal(a["masks"][key], engine["masks"][key]) and torch.equal(b["masks"][key], engine["masks"][key])
+    assert torch.equal(a["indices"], engine["indices"]) and a["sizes"] == engine["sizes"]
+    for x, y in zip(a["history"], engine["history"]):
+        for key in ("set_size", "start_step", "end_step", "steps", "samples", "best_epoch", "next_set"):
+            assert x.get(key) == y.get(key), (x["round"], key)
+    assert b["writes"] == [] and a["writes"]

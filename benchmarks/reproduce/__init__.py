@@ -52,15 +52,26 @@ def run(config: RunConfig, *, command: str | None = None) -> dict[str, Any]:
         check_model_name(config.transfer_arch or "")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    from tickets.distributed import init_from_env, world
+
+    init_from_env(config.device)  # under torchrun: every process runs this, rank 0 writes and logs
+    rank, world_size = world()
+    writer = rank == 0
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log_file = (out / "log.txt").open("a")
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+    log_file = (out / "log.txt").open("a") if writer else None
 
     def log(message: str) -> None:
+        if not writer:
+            return
         stamp = time.strftime("%H:%M:%S")
         print(f"[{stamp}] {message}", file=sys.stderr, flush=True)
-        log_file.write(f"[{stamp}] {message}\n")
-        log_file.flush()
+        log_file.write(f"[{stamp}] {message}\n")  # type: ignore[union-attr]
+        log_file.flush()  # type: ignore[union-attr]
+
+    if world_size > 1:
+        log(f"torch.distributed: {world_size} processes; batch size {config.preset.batch_size} is the global batch")
 
     started = time.time()
     preset = config.preset
@@ -91,11 +102,13 @@ def run(config: RunConfig, *, command: str | None = None) -> dict[str, Any]:
     }
     from benchmarks.reproduce.report import write_json
 
-    write_json(results, out / f"results{config.suffix}.json")
-    (out / f"table{config.suffix}.md").write_text(results.get("markdown", ""))
-    log(f"wrote {out / f'table{config.suffix}.md'}, {out / f'results{config.suffix}.json'} and plots")
-    print(results.get("summary", ""), flush=True)
-    log_file.close()
+    results["environment"]["processes"] = world_size
+    if writer:
+        write_json(results, out / f"results{config.suffix}.json")
+        (out / f"table{config.suffix}.md").write_text(results.get("markdown", ""))
+        log(f"wrote {out / f'table{config.suffix}.md'}, {out / f'results{config.suffix}.json'} and plots")
+        print(results.get("summary", ""), flush=True)
+        log_file.close()  # type: ignore[union-attr]
     return results
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from benchmarks.reproduce.config import Preset, RunConfig
+from tickets.distributed import is_writer
 from benchmarks.reproduce.report import fmt, markdown_table, plot_accuracy, plot_prac_cost, write_json
 from tickets.data import DataSplits
 
@@ -336,5 +337,6 @@ def transfer(ctx: Context) -> dict[str, Any]:
     results["markdown"] += note
     results["summary"] += note
     results["source"] = {"arch": source_arch, "history": source.history, "set_sizes": [len(s) for s in sets]}
-    (ctx.out / "table.md").write_text(results["markdown"])
+    if is_writer():
+        (ctx.out / "table.md").write_text(results["markdown"])
     return results

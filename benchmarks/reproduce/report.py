@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tickets.distributed import is_writer
+
 __all__ = ["markdown_table", "write_json", "plot_accuracy", "plot_prac_cost", "fmt"]
 
 
@@ -36,6 +38,8 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
     """Write JSON atomically (a crash never leaves half a results file)."""
     path = Path(path)
+    if not is_writer():  # under torchrun only rank 0 writes
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
@@ -77,6 +81,8 @@ def plot_accuracy(
         title: plot title.
         reference: optional ``{label: (sparsities, accuracies)}`` drawn dashed (e.g. the paper's).
     """
+    if not is_writer():
+        return Path(path)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     for label, (xs, ys) in series.items():
@@ -106,6 +112,8 @@ def plot_prac_cost(
 ) -> Path:
     """Two panels: PrAC set size (% of the training split) per round, and optimizer steps
     per round for each finder (``steps = {label: per-round steps}``)."""
+    if not is_writer():
+        return Path(path)
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)
     left.bar(list(rounds), [100 * f for f in set_fraction], color="tab:orange")
