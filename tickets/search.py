@@ -947,6 +947,8 @@ class TicketSearch:
         generator = getattr(sampler, "generator", None)
         if isinstance(generator, torch.Generator) and run.sampler_generator is not None:
             generator.set_state(run.sampler_generator)
+        if self.world_size > 1:  # every rank has read the checkpoint before rank 0 writes the next one
+            torch.distributed.barrier()
         if run.phase == "done" and self._writer:
             _finish(run, self.meta, self.directory)
 

@@ -89,6 +89,12 @@ class TicketCallback(pl.Callback):
 
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size > 1:
+            raise ValueError(
+                f"TicketCallback runs on one process (this trainer has {trainer.world_size}): Lightning's DDP strategy "
+                f"shards the data with its own sampler, not the round's. For several processes run tickets.prune or "
+                f"a TicketSearch loop under torchrun (docs/distributed.md)"
+            )
         if trainer.reload_dataloaders_every_n_epochs != 1:
             raise ValueError(
                 "TicketCallback needs pl.Trainer(reload_dataloaders_every_n_epochs=1): each epoch of a round "
