@@ -40,26 +40,14 @@ def blobs(n: int, seed: int) -> TensorDataset:
 
 
 def own_loop(model: nn.Module, sampler: tickets.PrACSampler, val: TensorDataset, checkpoint_dir: str) -> dict:
-    import torch.nn.functional as F
+    """The hand-written loop of tests/test_own_loop.py, through DistributedDataParallel."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_own_loop import own_loop as drive
 
     search = tickets.TicketSearch(model, sampler, rounds=3, epochs=4, batch_size=16, amount=0.3, rewind_to="1ep",
                                   precision="fp32", checkpoint_dir=checkpoint_dir or None, quiet=True)
     net = torch.nn.parallel.DistributedDataParallel(model) if tickets.distributed.is_active() else model
-    loader = search.loader()
-    for rnd in search:
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-        scheduler = rnd.lr_scheduler(optimizer)
-        for _ in rnd:
-            model.train()
-            for x, y, idx in loader:
-                logits = net(x)
-                loss = F.cross_entropy(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                rnd.report(idx, logits, y)
-            rnd.end_epoch(val_acc=tickets.evaluate(model, val, precision="fp32").accuracy)
+    drive(search, model, val, net=net)
     ticket = search.ticket
     return {"masks": ticket.masks, "history": ticket.history, "indices": sampler.indices,
             "sizes": [h["size"] for h in sampler.history]}
@@ -88,22 +76,15 @@ def main(out: str, mode: str, checkpoint_dir: str) -> None:
 
     if mode == "own":  # the same search in a hand-written DDP loop
         result = own_loop(model, sampler, val, checkpoint_dir)
-        rank, world = tickets.distributed.world()
-        result.update(reads=train.reads, writes=writes, rank=rank, world=world)
-        Path(out).mkdir(parents=True, exist_ok=True)
-        torch.save(result, Path(out) / f"rank{rank}.pt")
-        if world > 1:
-            torch.distributed.destroy_process_group()
-        return
-    rank = 0
-    try:
-        ticket = tickets.prune(model, sampler, rounds=3, epochs=4, batch_size=16, amount=0.3, rewind_to="1ep",
-                               precision="fp32", eval_data=val, checkpoint_dir=checkpoint_dir or None,
-                               on_epoch=interrupt, quiet=True)
-        result = {"masks": ticket.masks, "history": ticket.history, "indices": sampler.indices,
-                  "sizes": [h["size"] for h in sampler.history]}
-    except RunInterrupted:
-        result = {"interrupted": True}
+    else:
+        try:
+            ticket = tickets.prune(model, sampler, rounds=3, epochs=4, batch_size=16, amount=0.3, rewind_to="1ep",
+                                   precision="fp32", eval_data=val, checkpoint_dir=checkpoint_dir or None,
+                                   on_epoch=interrupt, quiet=True)
+            result = {"masks": ticket.masks, "history": ticket.history, "indices": sampler.indices,
+                      "sizes": [h["size"] for h in sampler.history]}
+        except RunInterrupted:
+            result = {"interrupted": True}
     rank, world = tickets.distributed.world()
     result.update(reads=train.reads, writes=writes, rank=rank, world=world)
     Path(out).mkdir(parents=True, exist_ok=True)

@@ -30,8 +30,11 @@ COMMON = dict(rounds=3, epochs=4, batch_size=16, amount=0.3, rewind_to="1ep", pr
               parameters=None)
 
 
-def own_loop(search: TicketSearch, model: nn.Module, val, *, stop_in_round: int | None = None) -> None:
-    """The loop users write (the engine's arithmetic: SGD, cross-entropy, the round's schedule)."""
+def own_loop(search: TicketSearch, model: nn.Module, val, *, stop_in_round: int | None = None,
+             net: nn.Module | None = None) -> None:
+    """The loop users write (the engine's arithmetic: SGD, cross-entropy, the round's schedule);
+    ``net`` is the module to train through (a DistributedDataParallel around ``model``)."""
+    net = net if net is not None else model
     loader = search.loader()
     for rnd in search:
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
@@ -39,7 +42,7 @@ def own_loop(search: TicketSearch, model: nn.Module, val, *, stop_in_round: int 
         for _ in rnd:
             model.train()
             for x, y, idx in loader:
-                logits = model(x)
+                logits = net(x)
                 loss = F.cross_entropy(logits, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
