@@ -30,7 +30,7 @@ from tickets.methods import (
 from tickets.rewind import enforce_masks, rewind, snapshot
 from tickets.sampler import IndexedDataset, PrACSampler
 from tickets.selection import find_classifier, find_stem, prunable_parameters
-from tickets import stability
+from tickets import distributed, stability
 from tickets.stability import (
     ErrorBarrier,
     Instability,
@@ -51,6 +51,7 @@ from tickets.training import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "distributed",
     "stability",
     "ErrorBarrier",
     "Instability",
