@@ -198,8 +198,8 @@ class DistributedStats(SampleStats):
 
     @torch.no_grad()
     def record(self, indices: torch.Tensor, correct: torch.Tensor) -> None:
-        self._epoch[indices.to(self.device).long()] = torch.maximum(
-            self._epoch[indices.to(self.device).long()], correct.to(self.device).to(torch.int32))
+        idx = indices.to(self.device).long()
+        self._epoch[idx] = torch.maximum(self._epoch[idx], correct.to(self.device).to(torch.int32))
 
     @torch.no_grad()
     def flush(self) -> None:

@@ -1032,8 +1032,7 @@ class TicketSearch:
                 if self._writer:
                     atomic_save(dict(run.sets), self.directory / "prac_sets.pt")
             self._checkpoint()
-        elif not self._engine and run.model is not None:
-            _load_state(self.model, run.model)  # a round cut short starts again from its start
+        # (a round cut short starts again from its start: __init__ loaded the round's starting weights)
         set_size = len(self.sampler)  # type: ignore[arg-type]
         ratio = set_size / n
         scaled = self.prac.scale_schedule and self.is_prac and ratio < 1.0
