@@ -16,6 +16,7 @@ from tickets.stability import (
     interpolated_model,
     recompute_bn_statistics,
 )
+from tickets.training import Schedule
 
 
 def xor_task(n: int = 512, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -333,6 +334,29 @@ def test_rewinding_schedule_follows_the_settings() -> None:
     schedule = rw.make_schedule(rw.SETTINGS["paper"])
     assert (schedule.epochs, schedule.lr, schedule.milestones, schedule.batch_size) == (160, 0.1, (80.0, 120.0), 128)
     assert schedule.total_steps(50_000) == 160 * 391
+
+
+def test_rewinding_quick_settings_train_in_the_quick_presets_regime() -> None:
+    """The quick rewinding run trains exactly like a round of the harness's quick preset
+    (45,000 images, 7-epoch cosine rounds: the regime where the dense network passes 80%)."""
+    rw = _rewinding_module()
+    from benchmarks.reproduce.config import PRESETS
+    from benchmarks.reproduce.experiments import schedule_of
+
+    settings = rw.SETTINGS["quick"]
+    assert rw.make_schedule(settings) == Schedule(**schedule_of(PRESETS["quick"]))
+    assert settings.train_images is None and settings.test_images is None and settings.data_pool is None
+    total = rw.make_schedule(settings).total_steps(45_000)
+    assert total == 7 * 176
+    assert rw.rewind_steps(total, settings.rewind_fractions) == [0, 86]  # 86 steps = the preset's half epoch
+    assert rw.settings_for(PRESETS["quick"]) is settings
+
+
+def test_rewinding_settings_name_a_bad_schedule_kind() -> None:
+    rw = _rewinding_module()
+    with pytest.raises(ValueError, match="kind must be 'step' or 'cosine'; got 'linear'"):
+        rw.RewindingSettings(name="x", epochs=2, lr=0.1, milestones=(), batch_size=8, levels=1, amount=0.5,
+                             kind="linear")
 
 
 def test_instability_with_the_training_engine(data: dict) -> None:
