@@ -1,8 +1,9 @@
 """The rewinding experiment: IMP with rewinding to step k, and the stability of what it finds.
 
 ``python -m benchmarks.reproduce cifar10 --experiment rewinding [--preset quick]`` runs, for
-rewind points k at about 0%, 0.5%, 2% and 7% of training (Frankle et al., "Linear Mode
-Connectivity and the Lottery Ticket Hypothesis", ICML 2020):
+the preset's rewind points k (``paper``: about 0%, 0.5%, 2% and 7% of training; ``quick``: 0
+and 7%) (Frankle et al., "Linear Mode Connectivity and the Lottery Ticket Hypothesis", ICML
+2020):
 
 1. one dense training run (seed ``s``), keeping its weights ``W_k`` at every k;
 2. for each k, IMP with rewinding: prune ``amount`` of the surviving weights by global
