@@ -122,8 +122,8 @@ SETTINGS: dict[str, RewindingSettings] = {
     ),
     # The harness's quick preset regime (dense ResNet-20s above 80% test accuracy): all 45,000
     # training images, 7 epochs of 176 steps (1 warm-up epoch, cosine, nesterov, wd 5e-4, lr 0.2,
-    # batch 256), two levels of 50% (50% and 75% sparse), rewind points 0 and 7% of training (the
-    # quick preset's rewind point, half an epoch), 7 points on each line, the whole test set;
+    # batch 256), two levels of 50% (50% and 75% sparse), rewind points 0 and 7% of training (close to the
+    # quick preset's rewind point, half an epoch = 88 steps), 7 points on each line, the whole test set;
     # 11 training runs of about 8.5 minutes, about 1.6 hours on 2 CPU cores.
     "quick": RewindingSettings(
         name="quick", epochs=7, lr=0.2, milestones=(), batch_size=256, levels=2, amount=0.5,

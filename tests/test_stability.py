@@ -348,7 +348,7 @@ def test_rewinding_quick_settings_train_in_the_quick_presets_regime() -> None:
     assert settings.train_images is None and settings.test_images is None and settings.data_pool is None
     total = rw.make_schedule(settings).total_steps(45_000)
     assert total == 7 * 176
-    assert rw.rewind_steps(total, settings.rewind_fractions) == [0, 86]  # 86 steps = the preset's half epoch
+    assert rw.rewind_steps(total, settings.rewind_fractions) == [0, 86]  # 7%: about the preset's half-epoch rewind (88)
     assert rw.settings_for(PRESETS["quick"]) is settings
 
 
