@@ -58,9 +58,9 @@ def main(out: str, mode: str, checkpoint_dir: str) -> None:
     writes: list[str] = []
     original = tickets.ticket._atomic_write
 
-    def recording(path, write):  # type: ignore[no-untyped-def]
+    def recording(path, write, **kwargs):  # type: ignore[no-untyped-def]
         writes.append(Path(path).name)
-        return original(path, write)
+        return original(path, write, **kwargs)
 
     tickets.ticket._atomic_write = recording
     train, val = Counting(blobs(100, 0)), blobs(40, 1)

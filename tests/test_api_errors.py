@@ -158,3 +158,129 @@ def test_bad_masks_and_importance_scores():
     with pytest.raises(ValueError, match="not in parameters"):
         tickets.global_magnitude_prune([(model[0], "weight")], 0.2,
                                        importance_scores={(model[2], "weight"): torch.ones(3, 6)})
+
+
+# ---------------------------------------------------------------------- issue 17, item 10
+def _blobs(n: int = 24) -> torch.utils.data.TensorDataset:
+    g = torch.Generator().manual_seed(0)
+    return torch.utils.data.TensorDataset(torch.randn(n, 4, generator=g), torch.arange(n) % 3)
+
+
+def test_a_dataloader_passed_as_the_sampler_fails_at_once_saying_what_to_pass():
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(_blobs(), batch_size=8, shuffle=True)
+    model = mlp()
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    for call in (lambda: tickets.prune(model, loader, rounds=2, epochs=1, quiet=True),
+                 lambda: tickets.TicketSearch(model, loader, rounds=2, epochs=1)):
+        with pytest.raises(TypeError, match="DataLoader .*over a TensorDataset.*pass a sampler or the data set") as info:
+            call()
+        assert "PrACSampler(train_set)" in str(info.value) and "RandomSampler(train_set)" in str(info.value)
+        assert "batch_size=" in str(info.value)
+    assert not calls and not tickets.masks(model)  # nothing ran
+    with pytest.raises(TypeError, match="sampler is a DataLoader"):
+        tickets.train(mlp(), _blobs(), epochs=1, sampler=loader)
+
+
+@pytest.mark.parametrize("device", ["gpu", "GPU:0", "cuda0", "tpu"])
+def test_an_invalid_device_string_names_the_value_and_the_choices(device):
+    model = mlp()
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    pattern = rf"device='{device}' is not a device.*valid: \"cpu\", \"cuda\", \"cuda:0\".*\"mps\""
+    with pytest.raises(ValueError, match=pattern):
+        tickets.prune(model, _blobs(), rounds=2, epochs=1, device=device, quiet=True)
+    with pytest.raises(ValueError, match=pattern):
+        tickets.Runtime(device=device)
+    with pytest.raises(ValueError, match=pattern):
+        tickets.train(model, _blobs(), epochs=1, device=device)
+    with pytest.raises(ValueError, match=pattern):
+        tickets.evaluate(model, _blobs(), device=device)
+    assert not calls  # refused before anything ran
+    if device.lower().startswith("gpu"):
+        with pytest.raises(ValueError, match='for a GPU use "cuda"'):
+            tickets.Runtime(device=device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_a_cuda_device_on_a_machine_without_one_is_refused_before_anything_runs():
+    with pytest.raises(ValueError, match="device='cuda': CUDA is not available on this machine"):
+        tickets.prune(mlp(), _blobs(), rounds=2, epochs=1, device="cuda", quiet=True)
+    with pytest.raises(TypeError, match="device must be a string"):
+        tickets.Runtime(device=1.5)  # type: ignore[arg-type]
+
+
+class _Images(torch.utils.data.Dataset):
+    """A torchvision-style data set: uint8 images through ``self.transform``."""
+
+    def __init__(self, transform, n: int = 24):
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g)
+        self.targets = (torch.arange(n) % 3).tolist()
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        x = self.images[i]
+        return (self.transform(x) if self.transform is not None else x).float(), self.targets[i]
+
+
+def _flat_mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(192, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def _augment_warnings(record) -> list:
+    return [w for w in record if "train_eval_data=" in str(w.message)]
+
+
+def _augmenting_transforms():
+    from torchvision import transforms as T
+    from torchvision.transforms import v2
+
+    from tickets.data import Augment, Normalize, _Compose
+
+    return {
+        "v1-compose-flip": T.Compose([T.RandomHorizontalFlip(), T.ConvertImageDtype(torch.float)]),
+        "v1-randaugment": T.RandAugment(),
+        "v1-trivialaugment": T.Compose([T.TrivialAugmentWide()]),
+        "v2-compose-crop": v2.Compose([v2.RandomResizedCrop(8, antialias=True), v2.ToDtype(torch.float32)]),
+        "v2-autoaugment": v2.Compose([v2.Compose([v2.AutoAugment()])]),
+        "tickets-augment": _Compose(Augment(8, 2), Normalize((0.5,) * 3, (0.25,) * 3)),
+    }
+
+
+@pytest.mark.parametrize("name", ["v1-compose-flip", "v1-randaugment", "v1-trivialaugment", "v2-compose-crop",
+                                  "v2-autoaugment", "tickets-augment"])
+def test_a_prac_search_on_augmented_data_without_train_eval_data_warns_once(name):
+    pytest.importorskip("torchvision")
+    train = _Images(_augmenting_transforms()[name])
+    with pytest.warns(UserWarning) as record:
+        tickets.TicketSearch(_flat_mlp(), tickets.PrACSampler(train), rounds=2, epochs=1, batch_size=8)
+    found = _augment_warnings(record)
+    assert len(found) == 1
+    assert "disagreement pass" in str(found[0].message) and "augmented images" in str(found[0].message)
+
+
+def test_no_augmentation_warning_where_it_does_not_apply(recwarn):
+    pytest.importorskip("torchvision")
+    from torch.utils.data import RandomSampler, Subset
+    from torchvision import transforms as T
+
+    plain = _Images(T.Compose([T.ConvertImageDtype(torch.float), T.Normalize((0.5,) * 3, (0.25,) * 3)]))
+    augmented = _Images(T.Compose([T.RandomCrop(8, padding=2)]))
+    tickets.TicketSearch(_flat_mlp(), tickets.PrACSampler(plain), rounds=2, epochs=1, batch_size=8)  # no random transform
+    tickets.TicketSearch(_flat_mlp(), tickets.PrACSampler(augmented), rounds=2, epochs=1, batch_size=8,
+                         train_eval_data=plain)  # train_eval_data given
+    tickets.TicketSearch(_flat_mlp(), RandomSampler(augmented), rounds=2, epochs=1, batch_size=8)  # vanilla IMP
+    tickets.TicketSearch(_flat_mlp(), tickets.PrACSampler(augmented), rounds=1, epochs=1, batch_size=8)  # no 2nd round
+    tickets.TicketSearch(_flat_mlp(), tickets.PrACSampler.replay(augmented, [torch.arange(24)]), rounds=2, epochs=1,
+                         batch_size=8)  # replayed sets: no disagreement pass
+    assert not _augment_warnings(recwarn)
+    wrapped = Subset(augmented, list(range(24)))  # found through wrappers too
+    with pytest.warns(UserWarning, match="RandomCrop in its transform"):
+        tickets.TicketSearch(_flat_mlp(), tickets.PrACSampler(wrapped), rounds=2, epochs=1, batch_size=8)

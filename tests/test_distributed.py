@@ -66,7 +66,7 @@ def test_two_ranks_agree_split_the_reads_and_only_rank_0_writes(runs):
     assert r1["writes"] == []
     assert {"state.pt", "prac_sets.pt", "round_0.ticket", "ticket.ticket"} <= set(r0["writes"])
     assert sorted(p.name for p in (runs / "ck-full").iterdir()) == [
-        "prac_sets.pt", "round_0.ticket", "round_1.ticket", "round_2.ticket", "state.pt", "ticket.ticket"]
+        "metrics.jsonl", "prac_sets.pt", "round_0.pt", "round_0.ticket", "round_1.ticket", "round_2.ticket", "state.pt", "ticket.ticket"]
 
 
 def test_two_ranks_relate_to_one_process_with_the_same_global_batch(runs):

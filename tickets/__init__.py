@@ -13,7 +13,7 @@ from tickets.imp import (
     prune,
     retrain,
 )
-from tickets.search import PrACOptions, Pruning, Round, Runtime, TicketSearch
+from tickets.search import PrACOptions, Pruning, Round, Runtime, TicketSearch, describe_optimizer
 from tickets.methods import (
     FixedMask,
     MagnitudePruning,
@@ -111,4 +111,5 @@ __all__ = [
     "Round",
     "Runtime",
     "TicketSearch",
+    "describe_optimizer",
 ]

@@ -21,6 +21,10 @@ Sources, tried in this order for ``cifar10`` / ``cifar100``:
 and ``val/`` either in the official layout (``val/images/`` + ``val/val_annotations.txt``) or
 as class folders ``val/<wnid>/*``.
 
+An image folder of one's own (any classes, any image size) gives the same four splits through
+:func:`load_folder_dataset`: ``val/`` and ``test/`` optional (stratified fractions of
+``train/`` when absent), normalized with the training split's statistics.
+
 Every data set here exposes ``targets`` (a list of ints, one per sample), which is how the
 ticket finder reads the labels without decoding images.
 
@@ -43,6 +47,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from tickets.batching import num_batches, split_batches
+
 __all__ = [
     "DATASETS",
     "DataSplits",
@@ -53,8 +59,11 @@ __all__ = [
     "BatchLoader",
     "balanced_subset",
     "batch_loader",
+    "random_transform",
     "load_dataset",
+    "load_folder_dataset",
     "load_image_folder",
+    "stratified_split",
     "validation_indices",
 ]
 
@@ -184,6 +193,63 @@ class _Compose:
         return " -> ".join(repr(s) for s in self.steps)
 
 
+# names of random transforms without "Random" in them (torchvision v1 and v2, and this module's)
+_RANDOM_TRANSFORMS = frozenset({
+    "RandAugment", "AutoAugment", "TrivialAugmentWide", "AugMix", "ColorJitter", "ElasticTransform",
+    "ScaleJitter", "Augment",
+})
+
+
+def _random_step(transform: object, depth: int = 0) -> str | None:
+    if transform is None or depth > 8:
+        return None
+    name = type(transform).__name__
+    if "Random" in name or name in _RANDOM_TRANSFORMS:
+        return name
+    for attribute in ("transforms", "steps"):  # Compose (v1, v2), tickets.data._Compose, RandomApply/Choice
+        inner = getattr(transform, attribute, None)
+        if isinstance(inner, (list, tuple)):
+            for step in inner:
+                found = _random_step(step, depth + 1)
+                if found is not None:
+                    return found
+    return None
+
+
+def random_transform(dataset: object, depth: int = 0) -> str | None:
+    """The class name of a random (augmenting) transform that ``dataset`` applies, or None.
+
+    Looks at the data set's ``transform`` (torchvision data sets, :class:`ImageDataset`) and
+    inside ``Compose`` (torchvision v1 and v2) for transforms whose class name contains
+    ``Random`` (``RandomCrop``, ``RandomResizedCrop``, ``RandomHorizontalFlip``...) or is one of
+    ``RandAugment``, ``AutoAugment``, ``TrivialAugmentWide``, ``AugMix``, ``ColorJitter``,
+    ``ElasticTransform``, ``ScaleJitter`` or :class:`Augment`; follows wrappers that keep the
+    data set in ``dataset`` / ``datasets`` (``Subset``, ``ConcatDataset``,
+    :class:`tickets.IndexedDataset`). Transforms it cannot see into (a ``Lambda``, a plain
+    function) are not detected.
+
+    Args:
+        dataset: a data set (any object; others give None).
+        depth: recursion depth (internal).
+    """
+    if dataset is None or depth > 8:
+        return None
+    for attribute in ("transform", "transforms"):
+        found = _random_step(getattr(dataset, attribute, None))
+        if found is not None:
+            return found
+    inner = getattr(dataset, "dataset", None)
+    if inner is not None and inner is not dataset:
+        found = random_transform(inner, depth + 1)
+        if found is not None:
+            return found
+    for part in getattr(dataset, "datasets", None) or ():
+        found = random_transform(part, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
 # --------------------------------------------------------------------------- data set
 def _read_image(path: str | os.PathLike[str], size: int | None) -> Tensor:
     """Decode an image file to a uint8 RGB CHW tensor, resized to ``size`` if it differs."""
@@ -301,11 +367,12 @@ class BatchLoader:
     """Batches of an in-memory data set made with tensor operations, in a sampler's order.
 
     Iterating gives ``(inputs, targets, indices)`` batches like a ``DataLoader`` over
-    :class:`tickets.sampler.IndexedDataset` with the same sampler and batch size would (the
-    last batch may be smaller), but each batch is one gather from the decoded uint8 images
-    plus a batched transform (:meth:`ImageDataset.get_batch`): no per-sample Python, no
-    worker processes. The sampler is iterated once per pass, so ``set_epoch`` and PrAC sets
-    work as with a ``DataLoader``.
+    :class:`tickets.sampler.IndexedDataset` with the same sampler and batch size would, cut by
+    the library's batching rule (:mod:`tickets.batching`: the last batch may be smaller, and a
+    last single sample joins the batch before it, so no batch holds one sample), but each
+    batch is one gather from the decoded uint8 images plus a batched transform
+    (:meth:`ImageDataset.get_batch`): no per-sample Python, no worker processes. The sampler
+    is iterated once per pass, so ``set_epoch`` and PrAC sets work as with a ``DataLoader``.
 
     Args:
         dataset: a data set with ``get_batch`` (an in-memory :class:`ImageDataset`).
@@ -322,14 +389,14 @@ class BatchLoader:
 
     def __len__(self) -> int:
         n = len(self.sampler) if self.sampler is not None else len(self.dataset)  # type: ignore[arg-type]
-        return -(-n // self.batch_size)
+        return num_batches(n, self.batch_size)
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         if self.sampler is None:
             order = torch.arange(len(self.dataset))
         else:
             order = torch.as_tensor(list(iter(self.sampler)), dtype=torch.long)  # type: ignore[call-overload]
-        for chunk in order.split(self.batch_size):
+        for chunk in split_batches(order, self.batch_size):
             x, y = self.dataset.get_batch(chunk)
             yield x, y, chunk
 
@@ -354,6 +421,8 @@ class DataSplits:
     info: DatasetInfo
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    #: class names in label order (filled by :func:`load_folder_dataset`; empty for the built-in data sets).
+    classes: list[str] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -369,6 +438,7 @@ class DataSplits:
             "val": len(self.val) if self.val is not None else 0,
             "test": len(self.test),
             "notes": list(self.notes),
+            **({"classes": list(self.classes)} if self.classes else {}),
         }
 
 
@@ -459,7 +529,7 @@ def load_image_folder(
     *,
     split: str,
     classes: Sequence[str] | None = None,
-    image_size: int,
+    image_size: int | None,
     in_memory: bool = True,
     progress: bool = False,
 ) -> tuple[ImageDataset, list[str]]:
@@ -470,7 +540,8 @@ def load_image_folder(
         split: sub-folder name (``"train"``, ``"test"``, ``"val"``).
         classes: class folder names in label order; default: the sorted folder names
             (which is the canonical order for CIFAR-10 and CIFAR-100).
-        image_size: images are resized to this side if they differ.
+        image_size: images are resized to this side if they differ (None: kept as they are;
+            only with ``in_memory=False``, since decoded images must share one size).
         in_memory: decode every image now (fast epochs) instead of on each access.
         progress: show a progress bar while decoding.
 
@@ -505,6 +576,8 @@ def load_image_folder(
     if not paths:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {str(folder)!r}")
     if in_memory:
+        if image_size is None:
+            raise ValueError("load_image_folder(in_memory=True) needs an image_size (decoded images must share one size)")
         images: Tensor | list[Path] = _decode_all(paths, image_size, f"decoding {folder}", progress)
     else:
         images = list(paths)
@@ -634,4 +707,266 @@ def load_dataset(
         info=info,
         source=source,
         notes=notes,
+    )
+
+
+# --------------------------------------------------------------------------- a folder of one's own
+#: ImageNet's per-channel statistics (RGB, [0, 1] units), for ``load_folder_dataset(normalize="imagenet")``.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Fractions of every class of ``train/`` held out when ``val/`` / ``test/`` are absent.
+FOLDER_VAL_FRACTION = 0.1
+FOLDER_TEST_FRACTION = 0.1
+#: ``load_folder_dataset(in_memory=None)`` decodes up front when the decoded uint8 images take at most this many bytes.
+FOLDER_IN_MEMORY_BYTES = 2 * 1024**3
+
+
+def stratified_split(
+    targets: Sequence[int], fractions: Sequence[float], seed: int = 0, class_names: Sequence[str] | None = None
+) -> list[list[int]]:
+    """Split positions ``0..N-1`` class by class into a remainder and one part per fraction.
+
+    Every class's samples are shuffled (``numpy.random.default_rng(seed)``, so the split is
+    reproducible) and part ``j`` takes ``round(fractions[j] * n_c)`` of a class's ``n_c``
+    samples, at least one when ``fractions[j] > 0``, so every class is in every nonzero part;
+    the remainder keeps the rest.
+
+    Args:
+        targets: the class index of every sample.
+        fractions: one fraction in ``[0, 1)`` per part; their sum must be below 1.
+        seed: seed of the shuffles.
+        class_names: names of the class indices, for error messages.
+
+    Returns ``[remainder, part_1, ..., part_k]``, each a sorted list of positions.
+
+    Raises:
+        ValueError: a fraction out of range, or a class too small to give every nonzero part
+            one sample and keep one (the message names the class and its count).
+    """
+    if any(not 0.0 <= f < 1.0 for f in fractions) or sum(fractions) >= 1.0:
+        raise ValueError(f"fractions must lie in [0, 1) and sum to less than 1; got {list(fractions)}")
+    t = np.asarray(targets)
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
+    for c in np.unique(t):
+        members = rng.permutation(np.flatnonzero(t == c))
+        takes = [max(1, round(f * len(members))) if f > 0 else 0 for f in fractions]
+        if sum(takes) >= len(members):
+            name = class_names[int(c)] if class_names is not None else int(c)
+            raise ValueError(
+                f"class {name!r} has {len(members)} samples: too few to hold out {sum(takes)} "
+                f"(fractions {list(fractions)}, at least one each) and keep one for training"
+            )
+        start = sum(takes)
+        parts[0].extend(members[start:].tolist())
+        for j, take in enumerate(takes):
+            begin = sum(takes[:j])
+            parts[j + 1].extend(members[begin : begin + take].tolist())
+    return [sorted(p) for p in parts]
+
+
+def _image_sizes(paths: Sequence[str | os.PathLike[str]]) -> dict[tuple[int, int], int]:
+    """``{(width, height): count}`` over image files (headers only, nothing decoded)."""
+    from PIL import Image
+
+    sizes: dict[tuple[int, int], int] = {}
+    for path in paths:
+        with Image.open(path) as file:
+            sizes[file.size] = sizes.get(file.size, 0) + 1
+    return sizes
+
+
+def _channel_stats(dataset: ImageDataset, limit: int, seed: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation (in [0, 1] units) of the untransformed images of
+    ``dataset``, over all of them or a class-balanced ``limit`` of them."""
+    raw = dataset.subset(range(len(dataset)), transform=None)
+    if len(raw) > limit:
+        raw = raw.subset(balanced_subset(raw.targets, limit, seed))
+    total = torch.zeros(3, dtype=torch.float64)
+    squares = torch.zeros(3, dtype=torch.float64)
+    count = 0
+    for chunk in torch.arange(len(raw)).split(256):
+        images, _ = raw.get_batch(chunk)
+        x = images.to(torch.float64).div_(255.0)
+        total += x.sum(dim=(0, 2, 3))
+        squares += x.square().sum(dim=(0, 2, 3))
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0.0).sqrt().clamp_min(1.0 / 255.0)  # a constant channel stays finite
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+def load_folder_dataset(
+    root: str | os.PathLike[str],
+    *,
+    image_size: int | None = None,
+    val_fraction: float | None = None,
+    test_fraction: float | None = None,
+    normalize: str = "train",
+    augment: bool = True,
+    padding: int | None = None,
+    in_memory: bool | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    stats_images: int = 10_000,
+) -> DataSplits:
+    """Load an image folder of one's own as :class:`DataSplits`, split and augmented like the
+    built-in data sets.
+
+    Layout: ``root/train/<class>/**/*.{jpg,jpeg,png,bmp,ppm,webp}``; ``root/val/<class>/...``
+    and ``root/test/<class>/...`` are optional. The classes are ``train/``'s folder names,
+    sorted; that order is the label order, and ``val/`` and ``test/`` must hold images of
+    every one of them and no other. A split that is absent is taken out of ``train/``
+    (:func:`stratified_split`: the same fraction of every class, drawn with ``seed``).
+    Images are read as RGB (grayscale and RGBA are converted).
+
+    Args:
+        root: the folder holding ``train/`` (and possibly ``val/``, ``test/``).
+        image_size: side of the square images the model gets; images of another size are
+            resized (bilinear). None keeps the images' size, which needs all of them to share
+            one square size (otherwise a ValueError lists the sizes found).
+        val_fraction: when ``val/`` is absent, the fraction of every class of ``train/``
+            held out for validation (default ``FOLDER_VAL_FRACTION`` = 0.1; 0 = no
+            validation split, so best-validation selection is off). An error when ``val/`` exists.
+        test_fraction: likewise for ``test/`` (default 0.1; must be > 0: the harness reports
+            test accuracy). An error when ``test/`` exists.
+        normalize: ``"train"``: per-channel mean and std of the training split's images
+            (after resizing, at most ``stats_images`` of them, class-balanced), the right
+            statistics for models trained from scratch, as ticket finding does;
+            ``"imagenet"``: ImageNet's (for ImageNet-pretrained weights).
+        augment: random crop with ``padding`` pixels of zero padding plus a horizontal flip on
+            ``train`` (``val``, ``test`` and ``train_eval`` are never augmented).
+        padding: default ``max(1, image_size // 8)``: 4 pixels at 32, CIFAR's augmentation.
+        in_memory: decode every image up front (fast epochs, the batched data path); default:
+            when the decoded images take at most ``FOLDER_IN_MEMORY_BYTES`` (2 GiB), else read
+            from disk on each access.
+        seed: seed of the stratified splits (and of the statistics subset).
+        progress: show progress while decoding.
+        stats_images: the most training images the ``"train"`` statistics are computed on.
+
+    Returns the splits (``info.name == "folder"``, ``info.num_classes`` = the class count,
+    ``classes`` = the class names, ``notes`` = how each split was made).
+
+    Raises:
+        FileNotFoundError: no ``root/train`` folder, or no images in a split.
+        ValueError: fewer than two classes, a class without training images, a class
+            missing from ``val/`` or ``test/`` (or one they have that ``train/`` lacks),
+            images of several sizes without ``image_size``, a fraction for a split that
+            exists, or a class too small to split.
+    """
+    root = Path(root).expanduser()
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise FileNotFoundError(
+            f"no folder {str(train_dir)!r}: an image folder data set needs {str(root)!r} to hold "
+            f"train/<class>/<images> (val/<class>/... and test/<class>/... are optional)"
+        )
+    if normalize not in ("train", "imagenet"):
+        raise ValueError(f"normalize must be 'train' or 'imagenet'; got {normalize!r}")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise ValueError(f"image_size must be an int >= 1 (or None to keep the images' size); got {image_size!r}")
+    if padding is not None and (isinstance(padding, bool) or not isinstance(padding, int) or padding < 0):
+        raise ValueError(f"padding must be an int >= 0; got {padding!r}")
+    present = {split: (root / split).is_dir() for split in ("val", "test")}
+    fractions = {"val": val_fraction, "test": test_fraction}
+    for split, fraction in fractions.items():
+        if fraction is None:
+            continue
+        if present[split]:
+            raise ValueError(
+                f"{str(root / split)!r} exists, so {split}_fraction={fraction} would not be used: drop the "
+                f"option to use {split}/, or remove {split}/ to split it off train/"
+            )
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
+            raise ValueError(f"{split}_fraction must be a fraction in [0, 1); got {fraction!r}")
+    val_fraction = FOLDER_VAL_FRACTION if val_fraction is None else float(val_fraction)
+    test_fraction = FOLDER_TEST_FRACTION if test_fraction is None else float(test_fraction)
+    if not present["test"] and test_fraction == 0.0:
+        raise ValueError(f"{str(root)!r} has no test/ folder and test_fraction=0: a test split is needed; pass test_fraction > 0")
+
+    # the files of every split (nothing decoded yet), the class checks
+    full_train, classes = load_image_folder(root, split="train", image_size=None, in_memory=False)
+    if len(classes) < 2:
+        raise ValueError(f"{str(train_dir)!r} has {len(classes)} class folder(s) ({classes}); a classifier needs at least 2")
+    counts = np.bincount(full_train.targets, minlength=len(classes))
+    empty = [classes[k] for k in np.flatnonzero(counts == 0)]
+    if empty:
+        raise ValueError(f"{str(train_dir)!r}: class folders without images ({', '.join(IMAGE_EXTENSIONS)}): {empty}")
+    given: dict[str, ImageDataset] = {}
+    for split in ("val", "test"):
+        if present[split]:
+            given[split], _ = load_image_folder(root, split=split, classes=classes, image_size=None, in_memory=False)
+            have = np.bincount(given[split].targets, minlength=len(classes))
+            missing = [classes[k] for k in np.flatnonzero(have == 0)]
+            if missing:
+                raise ValueError(
+                    f"{str(root / split)!r} has no images of the training classes {missing}: every class of "
+                    f"train/ needs {split} images (or remove {split}/ to split it off train/)"
+                )
+
+    # one image size for all
+    paths = [p for d in (full_train, *given.values()) for p in d._images]  # type: ignore[union-attr]
+    sizes = _image_sizes(paths)
+    if image_size is None:
+        listed = ", ".join(f"{w}x{h} ({n} images)" for (w, h), n in sorted(sizes.items(), key=lambda kv: -kv[1])[:5])
+        listed += ", ..." if len(sizes) > 5 else ""
+        if len(sizes) > 1:
+            raise ValueError(f"the images of {str(root)!r} have {len(sizes)} different sizes ({listed}); pass an image size "
+                             f"(--image-size N) to resize them all to N x N")
+        (width, height), = sizes
+        if width != height:
+            raise ValueError(f"the images of {str(root)!r} are {width}x{height}, not square; pass an image size "
+                             f"(--image-size N) to resize them to N x N")
+        image_size = width
+    resized = sum(n for (w, h), n in sizes.items() if (w, h) != (image_size, image_size))
+    if in_memory is None:
+        in_memory = len(paths) * 3 * image_size * image_size <= FOLDER_IN_MEMORY_BYTES
+
+    def materialize(dataset: ImageDataset, split: str) -> ImageDataset:
+        files = list(dataset._images)  # type: ignore[arg-type]
+        images = _decode_all(files, image_size, f"decoding {root / split}", progress) if in_memory else files
+        return ImageDataset(images, dataset.targets, image_size=image_size)  # type: ignore[arg-type]
+
+    full_train = materialize(full_train, "train")
+    given = {split: materialize(d, split) for split, d in given.items()}
+
+    # the splits
+    notes = [f"{len(classes)} classes (label order = sorted folder names of train/)"]
+    wanted = [0.0 if present["val"] else val_fraction, 0.0 if present["test"] else test_fraction]
+    train_idx, val_idx, test_idx = stratified_split(full_train.targets, wanted, seed, classes)
+    for split, fraction in zip(("val", "test"), wanted):
+        if present[split]:
+            notes.append(f"{split} = {split}/ ({len(given[split])} images)")
+        elif fraction:
+            notes.append(f"{split} = {fraction:.0%} of every class of train/ (stratified, seed {seed})")
+    if not present["val"] and not val_idx:
+        notes.append("no validation split (val_fraction=0)")
+    if resized:
+        notes.append(f"{resized} of {len(paths)} images resized to {image_size}x{image_size}")
+
+    if normalize == "imagenet":
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        notes.append("normalization: ImageNet's mean and std")
+    else:
+        mean, std = _channel_stats(full_train.subset(train_idx), stats_images, seed)  # type: ignore[assignment]
+        notes.append(f"normalization: mean {list(mean)}, std {list(std)} of the training split "
+                     f"({min(len(train_idx), stats_images)} images)")
+    norm = Normalize(mean, std)
+    padding = max(1, image_size // 8) if padding is None else padding
+    if augment:
+        notes.append(f"training augmentation: random {image_size}x{image_size} crop with {padding} pixels of zero padding, horizontal flip")
+    train_transform = _Compose(Augment(image_size, padding), norm) if augment else norm
+    val = given["val"].subset(range(len(given["val"])), transform=norm) if present["val"] else (
+        full_train.subset(val_idx, transform=norm) if val_idx else None)
+    test = given["test"].subset(range(len(given["test"])), transform=norm) if present["test"] else full_train.subset(test_idx, transform=norm)
+    info = DatasetInfo("folder", len(classes), image_size, mean, std, len(val) if val is not None else 0)  # type: ignore[arg-type]
+    return DataSplits(
+        train=full_train.subset(train_idx, transform=train_transform),
+        val=val,
+        test=test,
+        train_eval=full_train.subset(train_idx, transform=norm),
+        info=info,
+        source=f"image folder {root}" + ("" if in_memory else " (read from disk)"),
+        notes=notes,
+        classes=list(classes),
     )

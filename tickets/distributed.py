@@ -7,7 +7,9 @@ Inside one, ``tickets.prune`` and :class:`tickets.TicketSearch`:
 * shard each epoch's order of the current set over the ranks (:class:`ShardSampler`, like
   ``DistributedSampler``: padded to a multiple of the world size by repeating its start);
   ``batch_size`` is the *global* batch (each rank takes ``batch_size / world_size``), so a
-  run has the same steps, schedule and learning rate as one process with that batch;
+  run has the same steps, schedule and learning rate as one process with that batch
+  (except that a last global batch of 2 to ``world_size`` samples, which would leave each
+  process a batch of one, joins the previous batch: :mod:`tickets.batching`);
 * average gradients with ``DistributedDataParallel`` (``broadcast_buffers=False``: the masks
   are never re-sent; the other buffers, e.g. BatchNorm statistics, are broadcast from rank 0
   at the end of every epoch, which leaves every rank with rank 0's statistics, as DDP's

@@ -15,7 +15,8 @@ and rewound (weights and schedule, or only the learning-rate schedule).
 
 Every round's accounting is in ``ticket.history``; :func:`iteration_savings` compares two
 runs. :func:`retrain` measures a ticket on the full data. With ``checkpoint_dir`` the run
-is saved after every epoch and round and rerunning the same call resumes it.
+is saved after every round (and within rounds as ``checkpoint_every`` says) and rerunning
+the same call resumes it.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ def prune(
     meta: Mapping[str, Any] | None = None,
     on_epoch: Callable[[int, dict[str, Any]], Any] | None = None,
     on_round: Callable[[dict[str, Any]], Any] | None = None,
+    start_from: str | Path | None = None,
     **options: Any,
 ) -> Ticket:
     """Find a lottery ticket of ``model`` by IMP, on PrAC sets or on the full data.
@@ -165,9 +167,12 @@ def prune(
 
     Args:
         model: the dense, untrained model (any classifier: timm, torchvision, your own); it is
-            pruned and trained in place and ends as the last round's trained, pruned model.
+            pruned and trained in place and ends as the last round's trained, pruned model
+            (torch's prune state: ``<name>_orig`` and ``<name>_mask``). It is not the ticket:
+            ``ticket.apply(fresh_model)`` gives the ticket's masks and rewound weights.
         sampler: a :class:`PrACSampler` (PrAC IMP) or any sampler with a ``data_source``
-            (vanilla IMP); a ``Dataset`` means ``PrACSampler(dataset, seed=seed)``.
+            (vanilla IMP, e.g. ``RandomSampler(train_set)``); a ``Dataset``, or None with
+            ``train_data``, means ``PrACSampler(train_data, seed=seed)``.
         rounds: trainings in all, round 0 included (>= 1); the last trains at sparsity
             ``1 - (1 - amount) ** (rounds - 1)``.
         schedule: a full round's :class:`Schedule` (or a mapping of its fields): epochs,
@@ -177,7 +182,8 @@ def prune(
         prac: :class:`tickets.PrACOptions`: ``selection``, ``scale_schedule``,
             ``min_step_fraction``.
         runtime: :class:`tickets.Runtime`: ``device``, ``precision``, ``channels_last``,
-            ``compile``, ``num_workers``, ``loader_kwargs``, ``quiet``.
+            ``compile``, ``num_workers``, ``loader_kwargs``, ``quiet``, ``checkpoint_every``,
+            ``keep_round_tickets``.
         train_data: the training set; default the sampler's ``data_source``. Given both, they
             must be the same object.
         train_eval_data: the training split *without augmentation*, same order, for the
@@ -185,14 +191,32 @@ def prune(
         eval_data: validation data: each round keeps its best-validation weights (used for
             pruning, disagreement and the ticket) and reports ``val_acc``.
         test_data: test data, measured once per round with the kept weights (``test_acc``).
-        checkpoint_dir: folder for resumable checkpoints (after each epoch and round),
-            ``round_<k>.ticket``, ``prac_sets.pt`` and the final ``ticket.ticket``; rerunning
-            the same call resumes (a finished run returns its ticket at once).
+        checkpoint_dir: folder for resumable checkpoints (``state.pt``: after every round,
+            and within a round as ``checkpoint_every`` says), ``metrics.jsonl`` (a line per
+            epoch and per round), ``round_<k>.ticket`` (unless ``keep_round_tickets=False``), ``prac_sets.pt``, ``round_0.pt`` (round 0's result, for
+            ``start_from``) and the final ``ticket.ticket``; rerunning the same call with a
+            fresh model resumes (a finished run returns its ticket at once). ``rounds`` may
+            grow on a rerun: a finished search then goes on with the next round, exactly as
+            a run with that many rounds from the start.
         loss_fn: ``(logits, targets) -> loss``; default cross-entropy.
         seed: seed of data order and augmentation (model initialization is the caller's).
         meta: extra JSON-able facts stored in the ticket's ``meta``.
-        on_epoch: ``fn(round, epoch_entry)`` after each epoch's checkpoint.
-        on_round: ``fn(history_entry)`` after each round's checkpoint.
+        on_epoch: ``fn(round, epoch_entry)`` after each epoch that ends on an epoch boundary
+            (and after its checkpoint, when ``checkpoint_every`` makes one due; raising
+            :class:`RunInterrupted` in it saves the run at that epoch first, so a rerun
+            repeats nothing): ``round`` the round's index, ``epoch_entry`` a
+            dict with ``epoch`` (1-based, of the round's schedule), ``step``, ``lr``,
+            ``train_loss``, ``train_acc``, ``seconds``, and ``val_acc``/``val_loss`` with
+            ``eval_data``, ``early_stop`` when the early-bird test stopped the round.
+        on_round: ``fn(history_entry)`` after each round's checkpoint; the entry is
+            ``ticket.history[round]`` (keys under Returns). Raising in a callback (e.g.
+            :class:`RunInterrupted`) stops the run; a rerun resumes it.
+        start_from: the ``checkpoint_dir`` of another search whose round 0 has finished:
+            this search takes that round 0 instead of training it, and goes on from round 1
+            (bit for bit what it would have computed itself; see
+            :class:`tickets.TicketSearch` and ``docs/prac.md``). Typical: run the PrAC search,
+            then full-data IMP (``PrACSampler.replay(train_set, [range(len(train_set))],
+            seed=...)``) with ``start_from=`` the PrAC search's folder.
         options: any field of :class:`Schedule` (``epochs``, ``lr``, ``batch_size``,
             ``optimizer``, ``lr_schedule``...), :class:`Pruning`, :class:`PrACOptions` or
             :class:`Runtime` as a keyword; it overrides the group's value (the 0.1 keywords
@@ -202,15 +226,20 @@ def prune(
     Returns:
         The :class:`Ticket` of the last round: its masks, the rewind state, ``history`` (one
         dict per round: ``round``, ``sparsity``, ``set_size``, ``set_fraction``, ``epochs``,
-        ``steps``, ``samples``, ``val_acc``, ``test_acc``, ``wall_time_s``, cumulative
-        ``total_steps``/``total_samples``/``total_wall_time_s``, selection counts) and
+        ``epochs_trained``, ``start_step``, ``end_step``, ``steps``, ``samples``,
+        ``val_acc``/``val_loss``, ``test_acc``/``test_loss``, ``best_epoch``, ``train_acc``,
+        ``early_stopped``, ``precision``, ``channels_last``, ``wall_time_s``, cumulative
+        ``total_steps``/``total_samples``/``total_wall_time_s``; PrAC rounds add ``stats_*``
+        counts and ``next_set``, a floored round ``step_floor``) and
         ``meta`` (``rewind_epochs``, the schedule, ...), ready for :func:`retrain`.
 
     Raises:
         ValueError / TypeError, before any training: ``rounds < 1``, a bad ``amount``, an
         unknown keyword, a data set without labels, a sampler over another data set, a model
         whose output does not match the labels, a rewind point after round 0, a
-        ``checkpoint_dir`` of another run.
+        ``checkpoint_dir`` of another run (or ``rounds`` below the rounds it has begun), a
+        model that is already pruned, a ``start_from`` folder without a finished round 0 or
+        whose round 0 ran with other settings.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
@@ -219,7 +248,7 @@ def prune(
     search = TicketSearch(
         model, sampler, rounds=rounds, schedule=schedule, pruning=pruning, prac=prac, runtime=runtime,
         train_data=train_data, train_eval_data=train_eval_data, checkpoint_dir=checkpoint_dir, seed=seed,
-        meta=meta, _engine=True, **options,
+        meta=meta, start_from=start_from, _engine=True, **options,
     )
     if search.done:
         return search.ticket
@@ -236,9 +265,14 @@ def prune(
                 search._stepped(rnd)
 
             def after_epoch(trainer: Trainer, entry: dict[str, Any], k: int = rnd.index) -> None:
-                search._checkpoint(trainer.state_dict())
+                saved = search._engine_epoch(k, entry, trainer)  # metrics.jsonl; a checkpoint when due
                 if on_epoch is not None:
-                    on_epoch(k, entry)
+                    try:
+                        on_epoch(k, entry)
+                    except RunInterrupted:
+                        if not saved:  # a stop on purpose: the resume repeats nothing
+                            search._engine_epoch(k, entry, trainer, force=True)
+                        raise
 
             trainer = Trainer(
                 model, search.train_data, rnd.schedule, seed=search.seed, start_step=rnd.start_step, device=search.device,
@@ -255,6 +289,11 @@ def prune(
             bar.update(1)
             if on_round is not None:
                 on_round(entry)
+    except KeyboardInterrupt:
+        bar.close()
+        message = search._interrupted_message()
+        search._note(message)
+        raise KeyboardInterrupt(message) from None  # scripts still stop; no traceback from inside a write
     finally:
         bar.close()
     return search.ticket
@@ -298,7 +337,9 @@ def retrain(
 
     Args:
         ticket: a ticket with a rewind state (from :func:`prune` or ``Ticket.load``).
-        model: an unpruned model (pruned and trained in place) or a zero-argument factory.
+        model: an unpruned model, pruned and trained in place (afterwards it holds the
+            trained ticket, in torch's prune state), or a zero-argument factory (its model is
+            not returned: pass a model to keep the trained weights).
         train_data: the full training set (or a DataLoader over it).
         schedule: the full schedule (a :class:`Schedule` or mapping); ``train_kwargs`` may
             give its fields (``epochs=``, ``optimizer=``, ``lr_schedule=``...) and any other

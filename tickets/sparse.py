@@ -15,7 +15,10 @@ What is and is not sparse:
   :data:`CHUNK_ROWS` rows: the fastest of the CSR forms measured (``torch.sparse.mm``,
   dense times CSR ``torch.mm(x, W.T_csr)``, unchunked calls).
 * Convolutions stay dense: with stock PyTorch, ``unfold`` + CSR matmul is 3-50x slower
-  than oneDNN's dense convolution at 90-95% sparsity.
+  than oneDNN's dense convolution at 90-95% sparsity. A CNN whose pruned tensors are all
+  convolutions therefore gains nothing from :func:`sparsify`: ship it as a dense state dict
+  (:func:`bake`, or ``prune.remove``) or, for a small file, as a ticket of its trained
+  weights (``Ticket.from_model(model).save(path)``); see ``docs/deploy.md``.
 * A linear layer whose weight is read *functionally* (``F.linear(x, layer.weight)``, as
   ``nn.MultiheadAttention`` does with ``out_proj``) gets no speed-up: the replacement's
   ``weight`` is a dense copy rebuilt at each read, so the output stays right, but slow.

@@ -317,7 +317,9 @@ def _split(batch: Any, argument: str) -> tuple[Any, torch.Tensor | None]:
 
 def _device_of(model: nn.Module, device: torch.device | str | None) -> torch.device:
     if device is not None:
-        return torch.device(device)
+        from tickets.training import resolve_device
+
+        return resolve_device(device)
     for p in model.parameters():
         return p.device
     for b in model.buffers():

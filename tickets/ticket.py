@@ -6,6 +6,7 @@ import json
 import math
 import os
 import pickle
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,37 +20,102 @@ from tickets import methods
 from tickets.guard import install_guard
 from tickets.rewind import rewind as _rewind
 
-__all__ = ["Ticket", "SparsityReport", "sparsity_report", "atomic_save", "pack_mask", "unpack_mask"]
+__all__ = ["Ticket", "SparsityReport", "sparsity_report", "atomic_save", "remove_stale_temporaries", "pack_mask",
+           "unpack_mask"]
 
 FORMAT = "torch-tickets/ticket"
 VERSION = 1  # torch.save of a dict of tensors and JSON text: read, no longer written
 FILE_VERSION = 2  # safetensors: bit-packed masks, surviving rewind weights, JSON metadata
 
 
-def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+def atomic_save(obj: Any, path: str | os.PathLike[str], *, fsync: bool = True) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename it into place.
 
-    A crash mid-write leaves the previous file intact instead of a truncated one.
+    A crash or an interrupt (Ctrl-C) mid-write leaves the previous file intact instead of a
+    truncated one, and removes the temporary file. The file gets the mode ``torch.save``
+    would give it (``0o666`` less the process's umask).
+
+    Args:
+        obj: what ``torch.save`` writes.
+        path: the destination file.
+        fsync: flush the file to the disk before the rename (survives a power loss, not only
+            a killed process); False leaves it to the operating system (cheaper).
     """
-    return _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    return _atomic_write(path, lambda tmp: torch.save(obj, tmp), fsync=fsync)
 
 
-def _atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
-    """Call ``write(temporary path)`` beside ``path``, flush it to disk, rename it into place."""
+# temporary files of _atomic_write: "<target name>.<8 characters of tempfile>.tmp"
+_TEMP_PATTERN = re.compile(r"^(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
+def _umask() -> int:
+    """The process's umask (read from /proc where possible: setting it is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write(path: str | os.PathLike[str], write: Callable[[str], None], *, fsync: bool = True) -> Path:
+    """Call ``write(temporary path)`` beside ``path``, optionally flush it to disk, give it the
+    umask's mode and rename it into place; on any exception, KeyboardInterrupt included, the
+    temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
+        os.close(fd)
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        # mkstemp creates 0600 (and some writers, safetensors among them, recreate the file 0600):
+        # give it the mode torch.save and open() give a new file, 0o666 less the umask
+        os.chmod(tmp, 0o666 & ~_umask())
+        if fsync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        try:
             os.unlink(tmp)
+        except FileNotFoundError:
+            pass
         raise
     return path
+
+
+def remove_stale_temporaries(directory: str | os.PathLike[str], targets: Callable[[str], bool] | None = None) -> list[Path]:
+    """Remove the temporary files that an atomic write of a killed process left in ``directory``.
+
+    Only files named as :func:`atomic_save` names its temporaries (``<target>.<8 random
+    characters>.tmp``) are removed, and with ``targets`` only those whose target name it
+    accepts. Do not call it while another process writes into ``directory``.
+
+    Args:
+        directory: the folder to clean (a missing folder is fine: nothing is removed).
+        targets: ``fn(target file name) -> bool``; None = any target.
+
+    Returns:
+        The paths removed.
+    """
+    folder = Path(directory)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _TEMP_PATTERN.match(entry.name)
+        if match is None or not entry.is_file() or (targets is not None and not targets(match["target"])):
+            continue
+        try:
+            entry.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(entry)
+    return removed
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -483,8 +549,9 @@ class Ticket:
     ) -> Any:
         """Train this ticket on the full data from its rewind state, to measure it.
 
-        The method form of :func:`tickets.retrain`; see it for the arguments. Returns the
-        :class:`tickets.TrainResult` (accuracies, steps, wall time).
+        The method form of :func:`tickets.retrain`; see it for the arguments. ``model`` (a
+        fresh, unpruned model) is pruned and trained in place: afterwards it is the trained
+        ticket. Returns the :class:`tickets.TrainResult` (accuracies, steps, wall time).
         """
         from tickets.imp import retrain  # imp builds on this module
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from tickets import distributed as _dist, methods
+from tickets import batching as _batching, distributed as _dist, methods
 from tickets.data import batch_loader
 from tickets.rewind import enforce_masks, rewind
 from tickets.sampler import IndexedDataset, PrACSampler, _seed_for
@@ -49,6 +49,7 @@ __all__ = [
     "make_schedule",
     "resolve_precision",
     "resolve_channels_last",
+    "resolve_device",
     "NonFiniteLossError",
 ]
 
@@ -169,7 +170,8 @@ class Schedule:
 
     Args:
         epochs: epochs of the whole schedule (a run may start later, at a rewind point).
-        batch_size: samples per optimizer step (the last batch of an epoch may be smaller).
+        batch_size: samples per optimizer step (the last batch of an epoch may be smaller, or
+            one larger: a last single sample joins the batch before it; see :mod:`tickets.batching`).
         lr: peak learning rate (of SGD, or the base lr every group of ``optimizer`` is scaled from).
         momentum, weight_decay, nesterov: SGD settings (ignored with ``optimizer``).
         milestones: epochs (may be fractional) at which the learning rate is multiplied by
@@ -215,13 +217,21 @@ class Schedule:
             raise TypeError(f"optimizer must be a callable params -> torch.optim.Optimizer; got {self.optimizer!r}")
 
     # ------------------------------------------------------------------ arithmetic
-    def steps_per_epoch(self, num_samples: int) -> int:
-        """Optimizer steps in one epoch over ``num_samples`` samples (last batch kept)."""
-        return max(1, math.ceil(num_samples / self.batch_size))
+    def steps_per_epoch(self, num_samples: int, world_size: int = 1) -> int:
+        """Optimizer steps in one epoch over ``num_samples`` samples: ``ceil(num_samples /
+        batch_size)``, or ``num_samples // batch_size`` when the last batch would hold a single
+        sample (it joins the batch before it: no train-mode batch of one, see
+        :mod:`tickets.batching`). ``world_size``: processes sharing each (global) batch under
+        ``torch.distributed`` (the rule then applies to each process's share).
 
-    def total_steps(self, num_samples: int) -> int:
+        Raises:
+            ValueError: fewer than 2 samples (per process): such an epoch cannot be trained.
+        """
+        return _batching.steps_per_epoch(num_samples, self.batch_size, world_size)
+
+    def total_steps(self, num_samples: int, world_size: int = 1) -> int:
         """Optimizer steps of the whole schedule over ``num_samples`` samples per epoch."""
-        return self.epochs * self.steps_per_epoch(num_samples)
+        return self.epochs * self.steps_per_epoch(num_samples, world_size)
 
     def scaled(self, ratio: float) -> Schedule:
         """The reduced PrAC schedule for a set of ``ratio = |PrAC| / N`` of the data.
@@ -394,9 +404,46 @@ class TrainResult(_MappingMixin):
 
 
 # ---------------------------------------------------------------------- helpers
+_DEVICE_CHOICES = '"cpu", "cuda", "cuda:0" (a GPU by index), "mps" (Apple GPUs), "xpu", or a torch.device'
+
+
+def resolve_device(device: torch.device | str | int) -> torch.device:
+    """The ``torch.device`` for a device argument, checked before anything runs.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"xpu"``..., an int (a CUDA
+            GPU index) or a ``torch.device``.
+
+    Raises:
+        ValueError: a string that names no device type (``"gpu"``, ``"cuda0"``...), naming the
+            value and the valid choices; or a CUDA / MPS device this machine does not have.
+        TypeError: neither a string, an int nor a ``torch.device``.
+    """
+    if isinstance(device, torch.device):
+        dev = device
+    elif isinstance(device, (str, int)) and not isinstance(device, bool):
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError):
+            hint = ' (for a GPU use "cuda" or "cuda:0")' if isinstance(device, str) and device.strip().lower().startswith("gpu") else ""
+            raise ValueError(f"device={device!r} is not a device{hint}; valid: {_DEVICE_CHOICES}") from None
+    else:
+        raise TypeError(f"device must be a string, an int or a torch.device; got {type(device).__name__}: {device!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}: CUDA is not available on this machine (torch.cuda.is_available() is "
+                             f"False); use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                             f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"device={device!r}: MPS (Apple GPU) is not available on this machine; use device='cpu'")
+    return dev
+
+
 def _device_of(model: nn.Module, device: torch.device | str | None) -> torch.device:
     if device is not None:
-        return torch.device(device)
+        return resolve_device(device)
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
@@ -634,11 +681,16 @@ class Trainer:
         if isinstance(data, DataLoader):  # the caller's loader (under torch.distributed: the caller's sharding)
             self.loader: Iterable[Any] = data
             self.sampler = getattr(data, "sampler", None)
-            steps = len(data)
+            steps = max(1, len(data))
         else:
             if not isinstance(data, Dataset):
                 raise TypeError(f"data must be a Dataset or a DataLoader; got {type(data).__name__}")
+            loader_kwargs = _batching.check_loader_kwargs(loader_kwargs)
+            if isinstance(sampler, DataLoader):
+                raise TypeError("sampler is a DataLoader: pass a Sampler over data (e.g. RandomSampler(data)), or pass "
+                                "the DataLoader itself as data")
             self.sampler = sampler if sampler is not None else PrACSampler(data, seed=self.seed)
+            epoch_size = len(self.sampler)  # type: ignore[arg-type]
             batch = schedule.batch_size
             if self.distributed:  # batch_size is the global batch: each rank takes its share of every batch
                 if batch % self.world_size:
@@ -648,6 +700,11 @@ class Trainer:
                     )
                 batch //= self.world_size
                 self.sampler = _dist.ShardSampler(self.sampler, self.rank, self.world_size)
+            # the batching rule (tickets.batching): no batch of one sample, the count the schedule uses
+            steps = _batching.steps_per_epoch(
+                epoch_size, schedule.batch_size, self.world_size,
+                what=f"the training epoch ({type(self.sampler).__name__} over {type(data).__name__})",
+            )
             fast = None if (loader_kwargs or self.num_workers) else batch_loader(data, batch, self.sampler)
             if fast is not None:  # in-memory images: batches gathered and augmented with tensor operations
                 self.loader = fast
@@ -655,9 +712,9 @@ class Trainer:
                 kwargs = dict(loader_kwargs or {})
                 kwargs.setdefault("num_workers", self.num_workers)
                 kwargs.setdefault("pin_memory", self.device.type == "cuda")
-                self.loader = DataLoader(IndexedDataset(data), batch_size=batch, sampler=self.sampler, **kwargs)
-            steps = math.ceil(len(self.sampler) / batch)  # type: ignore[arg-type]
-        self.steps_per_epoch = max(1, steps)
+                self.loader = DataLoader(IndexedDataset(data), batch_sampler=_batching.EpochBatchSampler(self.sampler, batch),
+                                         **kwargs)
+        self.steps_per_epoch = steps
         self.total_steps = schedule.epochs * self.steps_per_epoch
         self.start_step = parse_step(start_step, self.steps_per_epoch, "start_step")
         stop = self.total_steps if stop_step is None else parse_step(stop_step, self.steps_per_epoch, "stop_step")
@@ -836,6 +893,12 @@ class Trainer:
                         methods.refresh(module, name)
                 if self.step == before:
                     raise RuntimeError(f"the training data yielded no batch in epoch {epoch + 1}: is it empty?")
+                if self.step - before < left:  # the epoch would be cut in two parts and the schedule shifted
+                    raise RuntimeError(
+                        f"the training data yielded {self.step - before} batches in epoch {epoch + 1}, but its length "
+                        f"says {left} ({self.steps_per_epoch} per epoch): a DataLoader whose len() and batches disagree "
+                        f"(an IterableDataset, or a sampler whose length changed)"
+                    )
                 n = self.samples - seen
                 if hasattr(self.stats, "flush"):
                     self.stats.flush()  # type: ignore[union-attr]
@@ -869,7 +932,10 @@ class Trainer:
                 bar.set_postfix(loss=f"{entry['train_loss']:.3f}", **({"val": f"{entry['val_acc']:.3f}"} if "val_acc" in entry else {}))
                 if lines:
                     val = f", val {100 * entry['val_acc']:.2f}%" if "val_acc" in entry else ""
-                    print(f"{self.desc}: epoch {epoch + 1}/{self.schedule.epochs}, step {self.step}/{self.stop_step}, "
+                    # "schedule step" = the position in the schedule (a rewound round starts past 0);
+                    # "trained" = steps run, the count round summaries and the history call "steps"
+                    print(f"{self.desc}: epoch {epoch + 1}/{self.schedule.epochs}, schedule step {self.step}/{self.stop_step} "
+                          f"({self.steps_taken} trained), "
                           f"loss {entry['train_loss']:.4f}, train {100 * entry['train_acc']:.2f}%{val}, "
                           f"{entry['seconds']:.1f}s ({n / max(entry['seconds'], 1e-9):,.0f} samples/s, {self.precision})",
                           file=sys.stderr, flush=True)

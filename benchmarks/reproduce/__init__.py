@@ -1,6 +1,6 @@
 """Reproduce the tables of *Efficient Lottery Ticket Finding: Less Data is More* (ICML 2021).
 
-``python -m benchmarks.reproduce {cifar10,cifar100,tiny-imagenet} [--arch A] [--preset P]
+``python -m benchmarks.reproduce {cifar10,cifar100,tiny-imagenet,folder} [--arch A] [--preset P]
 [--data-dir DIR] [--out DIR] [--experiment E]`` runs one experiment of :data:`EXPERIMENTS`
 with one preset of :data:`PRESETS` and writes to ``--out``:
 
@@ -9,6 +9,11 @@ with one preset of :data:`PRESETS` and writes to ``--out``:
 - ``accuracy.png`` (test accuracy vs sparsity) and ``prac_cost.png`` (PrAC set size and
   optimizer steps per round);
 - ``checkpoints/``: what a rerun of the same command resumes from.
+
+``folder`` is an image folder of one's own, ``--data-dir DIR`` with ``DIR/train/<class>/...``
+(``val/`` and ``test/`` optional: stratified splits of ``train/`` when absent), read by
+:func:`tickets.data.load_folder_dataset` (options ``--image-size``, ``--val-fraction``,
+``--test-fraction``, ``--normalize``); the presets are sized for it (:func:`load_folder_splits`).
 
 From Python::
 
@@ -26,13 +31,17 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from benchmarks.reproduce.config import PRESETS, Preset, RunConfig, get_preset
+from benchmarks.reproduce.config import FOLDER, PRESETS, FolderOptions, Preset, RunConfig, get_preset
 from benchmarks.reproduce.experiments import EXPERIMENTS, Context, register_experiment
 import benchmarks.rewinding  # noqa: E402,F401  registers --experiment rewinding (issue 6)
 
-__all__ = ["EXPERIMENTS", "PRESETS", "Preset", "RunConfig", "get_preset", "main", "parse_args", "register_experiment", "run"]
+if TYPE_CHECKING:
+    from tickets.data import DataSplits
+
+__all__ = ["EXPERIMENTS", "FOLDER", "FolderOptions", "PRESETS", "Preset", "RunConfig", "get_preset", "load_folder_splits", "main",
+           "parse_args", "register_experiment", "run"]
 
 
 def run(config: RunConfig, *, command: str | None = None) -> dict[str, Any]:
@@ -45,8 +54,11 @@ def run(config: RunConfig, *, command: str | None = None) -> dict[str, Any]:
 
     if config.experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {config.experiment!r}; valid: {sorted(EXPERIMENTS)}")
-    if config.dataset not in DATASETS:
-        raise ValueError(f"unknown data set {config.dataset!r}; valid: {sorted(DATASETS)}")
+    if config.dataset not in DATASETS and config.dataset != FOLDER:
+        raise ValueError(f"unknown data set {config.dataset!r}; valid: {sorted([*DATASETS, FOLDER])}")
+    if config.folder is not None and config.dataset != FOLDER:
+        raise ValueError(f"folder options (image size, split fractions, normalization) apply to dataset {FOLDER!r} only, "
+                         f"not {config.dataset!r}")
     check_model_name(config.arch)
     if config.experiment == "transfer":
         check_model_name(config.transfer_arch or "")
@@ -76,10 +88,14 @@ def run(config: RunConfig, *, command: str | None = None) -> dict[str, Any]:
     started = time.time()
     preset = config.preset
     log(f"{config.experiment} on {config.dataset} with {config.arch}, preset {preset.name}: {preset.note}")
-    splits = load_dataset(
-        config.dataset, config.data_dir, val_size=preset.val_size, train_size=preset.train_size, test_size=preset.test_images,
-        seed=config.seed, progress=not config.quiet,
-    )
+    if config.dataset == FOLDER:
+        splits, preset = load_folder_splits(config)
+        config.preset = preset  # sized for the folder: results.json records what ran
+    else:
+        splits = load_dataset(
+            config.dataset, config.data_dir, val_size=preset.val_size, train_size=preset.train_size, test_size=preset.test_images,
+            seed=config.seed, progress=not config.quiet,
+        )
     if preset.val_images is not None and splits.val is not None and preset.val_images < len(splits.val):
         from tickets.data import balanced_subset
 
@@ -112,6 +128,74 @@ def run(config: RunConfig, *, command: str | None = None) -> dict[str, Any]:
     return results
 
 
+def load_folder_splits(config: RunConfig) -> tuple[DataSplits, Preset]:
+    """The splits of ``config.data_dir`` read as an image folder of one's own, and the preset
+    sized for them.
+
+    The folder is read by :func:`tickets.data.load_folder_dataset` with ``config.folder``'s
+    options and ``config.seed``. A preset's absolute sizes are upper bounds there:
+    ``train_size`` and ``test_images`` reduce the splits (class-balanced, the seeds
+    ``load_dataset`` uses) only when they are smaller, and a ``batch_size`` larger than the
+    training split becomes the split's size; ``val_size`` (a count for the built-in data sets)
+    is not used (``val/`` or the validation fraction decides). A size set on the command line
+    (``config.extra["overrides"]``) that does not fit is an error instead. For
+    ``--experiment rewinding`` (its own batch sizes), a batch larger than its training images
+    is an error. Every adjustment is added to ``splits.notes``.
+
+    Returns ``(splits, preset)``.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`tickets.data.load_folder_dataset`, and for
+            command-line sizes that exceed the data.
+    """
+    from tickets.data import balanced_subset, load_folder_dataset
+
+    options = config.folder or FolderOptions()
+    preset = config.preset
+    explicit = set(config.extra.get("overrides", ()))
+    splits = load_folder_dataset(
+        config.data_dir, image_size=options.image_size, val_fraction=options.val_fraction,
+        test_fraction=options.test_fraction, normalize=options.normalize, seed=config.seed, progress=not config.quiet,
+    )
+    n = len(splits.train)
+    if preset.train_size is not None:
+        if preset.train_size < n:
+            keep = balanced_subset(splits.train.targets, preset.train_size, config.seed)
+            splits.train, splits.train_eval = splits.train.subset(keep), splits.train_eval.subset(keep)
+            splits.notes.append(f"training split reduced to {preset.train_size} class-balanced images (seed {config.seed})")
+        elif "train_size" in explicit and preset.train_size > n:
+            raise ValueError(f"--train-size {preset.train_size} is more than the {n} images of the training split of "
+                             f"{config.data_dir}; pass at most {n} (or 0 for all of them)")
+        else:
+            splits.notes.append(f"preset {preset.name}'s training size {preset.train_size} >= the training split: all {n} images used")
+    if preset.test_images is not None:
+        if preset.test_images < len(splits.test):
+            splits.test = splits.test.subset(balanced_subset(splits.test.targets, preset.test_images, config.seed + 1))
+            splits.notes.append(f"test set reduced to {preset.test_images} class-balanced images (seed {config.seed + 1})")
+        else:
+            splits.notes.append(f"preset {preset.name}'s test size {preset.test_images} >= the test split: all {len(splits.test)} images used")
+    if preset.val_size is not None:
+        splits.notes.append(f"preset {preset.name}'s val_size ({preset.val_size}) is for the built-in data sets; "
+                            f"validation here = {len(splits.val) if splits.val is not None else 0} images (val/ or the validation fraction)")
+    n = len(splits.train)
+    if preset.batch_size > n:
+        if "batch_size" in explicit:
+            raise ValueError(f"--batch-size {preset.batch_size} is more than the {n} training images of "
+                             f"{config.data_dir}; pass at most {n}")
+        splits.notes.append(f"batch size {preset.batch_size} of preset {preset.name} > the {n} training images: batch size {n}")
+        preset = preset.replace(batch_size=n)
+    if config.experiment == "rewinding":
+        from benchmarks.rewinding import settings_for
+
+        settings = settings_for(preset)
+        images = min(n, settings.train_images or n)
+        if settings.batch_size > images:
+            raise ValueError(f"the rewinding experiment's {settings.name} settings train on batches of {settings.batch_size}, "
+                             f"more than the {images} training images of {config.data_dir}; use a smaller preset "
+                             f"(smoke: batch 16) or more images")
+    return splits, preset
+
+
 def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
     """The command line as a :class:`RunConfig`."""
     from tickets.data import DATASETS
@@ -120,11 +204,14 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
         prog="python -m benchmarks.reproduce",
         description="Reproduce the PrAC paper's tables: full-data IMP vs PrAC IMP, and PrAC-set transfer.",
     )
-    parser.add_argument("dataset", choices=sorted(DATASETS))
+    parser.add_argument("dataset", choices=sorted([*DATASETS, FOLDER]),
+                        help=f"a built-in data set, or {FOLDER!r}: an image folder of your own in --data-dir")
     parser.add_argument("--arch", default="res20s", help="res20s, res56s, res18, res50, vgg16_bn, timm:<name>, torchvision:<name> (default res20s)")
     parser.add_argument("--preset", default="quick", choices=sorted(PRESETS), help="schedule (default quick)")
     parser.add_argument("--experiment", default="imp-vs-prac", choices=sorted(EXPERIMENTS), help="default imp-vs-prac")
-    parser.add_argument("--data-dir", default="data", help="image folder (train/<class>, test/<class>) or torchvision download folder")
+    parser.add_argument("--data-dir", default=None,
+                        help="image folder (train/<class>, test/<class>) or torchvision download folder (default data; "
+                        "required for folder: DIR/train/<class>/<images>, DIR/val/ and DIR/test/ optional)")
     parser.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<arch>-<preset>-<experiment>)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
@@ -136,6 +223,17 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
     parser.add_argument("--early-bird", action=argparse.BooleanOptionalAction, default=None, help="early-bird stop on PrAC rounds")
     parser.add_argument("--min-step-fraction", type=float, default=None,
                         help="small-set floor: a PrAC round trains at least this fraction of a full round's steps (default 0.1; 0 = off)")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
+    parser.add_argument("--lr", type=float, default=None, help="override the preset's initial learning rate")
+    folder = parser.add_argument_group("folder", "options of the folder data set only")
+    folder.add_argument("--image-size", type=int, default=None,
+                        help="resize every image to N x N (default: keep the size, which all images must then share)")
+    folder.add_argument("--val-fraction", type=float, default=None,
+                        help="without DIR/val/: fraction of every class of train/ held out for validation (default 0.1; 0 = none)")
+    folder.add_argument("--test-fraction", type=float, default=None,
+                        help="without DIR/test/: fraction of every class of train/ held out for testing (default 0.1)")
+    folder.add_argument("--normalize", choices=("train", "imagenet"), default=None,
+                        help="normalization statistics: of the training split (default) or ImageNet's")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--measure", action=argparse.BooleanOptionalAction, default=True,
                         help="retrain the PrAC tickets on the full split to measure them (default); --no-measure reports the searches only")
@@ -156,17 +254,39 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
         changes["early_bird"] = args.early_bird
     if args.min_step_fraction is not None:
         changes["min_step_fraction"] = args.min_step_fraction
+    if args.batch_size is not None:
+        changes["batch_size"] = args.batch_size
+    if args.lr is not None:
+        changes["lr"] = args.lr
+    overrides = sorted(changes)
+    folder_args = {"--image-size": args.image_size, "--val-fraction": args.val_fraction,
+                   "--test-fraction": args.test_fraction, "--normalize": args.normalize}
+    if args.dataset == FOLDER:
+        if args.data_dir is None:
+            raise ValueError(f"{FOLDER} needs --data-dir DIR, the folder holding train/<class>/<images> "
+                             f"(val/<class>/... and test/<class>/... optional)")
+        folder_options: FolderOptions | None = FolderOptions(
+            image_size=args.image_size, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+            normalize=args.normalize or "train",
+        )
+    else:
+        given = [name for name, value in folder_args.items() if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to the {FOLDER!r} data set only, not {args.dataset!r}")
+        folder_options = None
     if changes:
         preset = preset.replace(name=f"{preset.name}*", **changes)
     if args.device is None:
         import torch
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    out = args.out or f"runs/{args.dataset}-{args.arch.replace(':', '-')}-{args.preset}-{args.experiment}"
+    data_dir = args.data_dir or "data"
+    label = args.dataset if args.dataset != FOLDER else f"{FOLDER}-{Path(data_dir).expanduser().resolve().name}"
+    out = args.out or f"runs/{label}-{args.arch.replace(':', '-')}-{args.preset}-{args.experiment}"
     return RunConfig(
-        dataset=args.dataset, arch=args.arch, preset=preset, experiment=args.experiment, data_dir=args.data_dir,
+        dataset=args.dataset, arch=args.arch, preset=preset, experiment=args.experiment, data_dir=data_dir,
         out=out, seed=args.seed, device=args.device, transfer_arch=args.transfer_from, threads=args.threads,
-        quiet=args.quiet, measure=args.measure,
+        quiet=args.quiet, measure=args.measure, extra={"overrides": overrides} if overrides else {}, folder=folder_options,
     )
 
 

@@ -6,7 +6,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Preset", "PRESETS", "RunConfig", "get_preset"]
+__all__ = ["FOLDER", "FolderOptions", "Preset", "PRESETS", "RunConfig", "get_preset"]
+
+#: The ``dataset`` name of an image folder of one's own (``--data-dir DIR`` with ``DIR/train/<class>/...``).
+FOLDER = "folder"
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,10 @@ class Preset:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1 (round 0 is dense training), got {self.rounds}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0.0 < self.amount < 1.0:
             raise ValueError(f"amount must be a fraction in (0, 1), got {self.amount}")
         if not 0 <= self.rewind_epoch < self.epochs:
@@ -131,12 +138,43 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
+@dataclass(frozen=True)
+class FolderOptions:
+    """How ``dataset="folder"`` reads ``data_dir`` (the arguments of
+    :func:`tickets.data.load_folder_dataset`; checked there, against the folder).
+
+    Args:
+        image_size: resize every image to ``image_size`` x ``image_size``; None keeps the
+            images' size (they must then all share one square size).
+        val_fraction: when ``val/`` is absent, the fraction of every class of ``train/`` held
+            out for validation (None = 0.1); an error when ``val/`` exists.
+        test_fraction: likewise for ``test/`` (None = 0.1).
+        normalize: ``"train"`` (statistics of the training split) or ``"imagenet"``.
+    """
+
+    image_size: int | None = None
+    val_fraction: float | None = None
+    test_fraction: float | None = None
+    normalize: str = "train"
+
+    def __post_init__(self) -> None:
+        if self.image_size is not None and self.image_size < 1:
+            raise ValueError(f"image_size must be >= 1 (or None to keep the images' size); got {self.image_size}")
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be a fraction in [0, 1); got {value}")
+        if self.normalize not in ("train", "imagenet"):
+            raise ValueError(f"normalize must be 'train' or 'imagenet'; got {self.normalize!r}")
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a reproduction run (saved in ``results.json``).
 
     Args:
-        dataset: ``cifar10``, ``cifar100`` or ``tiny-imagenet``.
+        dataset: ``cifar10``, ``cifar100``, ``tiny-imagenet``, or ``folder`` (an image folder of
+            one's own in ``data_dir``, read by :func:`tickets.data.load_folder_dataset`).
         arch: architecture name for :func:`tickets.models.create_model`.
         preset: the schedule.
         experiment: a key of ``EXPERIMENTS``.
@@ -150,6 +188,10 @@ class RunConfig:
         measure: retrain the other finder's tickets on the full split to measure them (the
             paper's comparison); False reports the searches only (their rounds' own accuracies
             and costs), with the PrAC ticket column empty.
+        folder: for ``dataset="folder"``, how the folder is read (None = the defaults);
+            must be None for the built-in data sets.
+        extra: free-form; ``extra["overrides"]`` lists the preset fields set on the command
+            line (``folder`` refuses those that do not fit the data instead of sizing them).
     """
 
     dataset: str
@@ -165,6 +207,16 @@ class RunConfig:
     quiet: bool = False
     measure: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    folder: FolderOptions | None = None
+
+    @property
+    def data_label(self) -> str:
+        """The data set's name in titles: ``dataset``, or ``folder <name of data_dir>``."""
+        if self.dataset != FOLDER:
+            return self.dataset
+        from pathlib import Path
+
+        return f"{FOLDER} {Path(self.data_dir).expanduser().resolve().name}"
 
     @property
     def suffix(self) -> str:

@@ -215,7 +215,7 @@ def comparison_markdown(rows: list[dict[str, Any]], ctx: Context, title: str, ar
     measure = sum(r["measure_steps"] or 0 for r in rows)
     return (
         f"# {title}\n\n"
-        f"`{cfg.dataset}`, `{arch}`, preset `{preset.name}` ({preset.note}); {n:,} training images, "
+        f"`{cfg.data_label}`, `{arch}`, preset `{preset.name}` ({preset.note}); {n:,} training images, "
         f"{len(ctx.splits.val) if ctx.splits.val is not None else 0:,} validation, {len(ctx.splits.test):,} test; seed {cfg.seed}.\n\n"
         f"Accuracy: test accuracy (%) at the best-validation epoch. Full IMP ticket: its own round "
         f"(trained on the full split from the rewind point). PrAC ticket: the PrAC round's mask, "
@@ -277,7 +277,7 @@ def imp_vs_prac(ctx: Context) -> dict[str, Any]:
 
     cfg = ctx.config
     sampler = PrACSampler(ctx.splits.train, seed=cfg.seed)
-    title = f"Full-data IMP vs PrAC IMP: {cfg.dataset}, {cfg.arch}, preset {cfg.preset.name}"
+    title = f"Full-data IMP vs PrAC IMP: {cfg.data_label}, {cfg.arch}, preset {cfg.preset.name}"
     name = "prac-early-bird" if cfg.preset.early_bird else "prac"
     if cfg.preset.early_bird:
         title += " (early-bird)"
@@ -329,7 +329,7 @@ def transfer(ctx: Context) -> dict[str, Any]:
     source = find_ticket(ctx, source_model, PrACSampler(ctx.splits.train, seed=cfg.seed), name="source")
     sets = load_prac_sets(ctx.out / "checkpoints" / "source")
     sampler = PrACSampler.replay(ctx.splits.train, sets, seed=cfg.seed)
-    title = f"PrAC set transfer {source_arch} -> {cfg.arch}: {cfg.dataset}, preset {cfg.preset.name}"
+    title = f"PrAC set transfer {source_arch} -> {cfg.arch}: {cfg.data_label}, preset {cfg.preset.name}"
     results = compare(ctx, cfg.arch, ("transfer", sampler), early_bird=False, title=title)
     source_steps = sum(int(h["steps"]) for h in source.history)
     note = (f"\nThe PrAC sets came from PrAC IMP with `{source_arch}` ({source_steps:,} steps, not counted above; "
