@@ -42,8 +42,9 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
 
     import tickets.training as training
     from benchmarks.train_speed import _data, _model
-    from tickets.distributed import init_from_env, world
-    from tickets.training import Schedule, Trainer
+    from tickets.parallel import init_from_env, world
+    from tickets.training.schedule import Schedule
+    from tickets.training.trainer import Trainer
 
     torch.set_num_threads(args.threads)
     init_from_env("cpu")

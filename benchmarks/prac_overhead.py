@@ -21,9 +21,10 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import TensorDataset
 
-from tickets.sampler import PrACSampler
-from tickets.stats import SampleStats
-from tickets.training import Schedule, Trainer
+from tickets.prac.sampler import PrACSampler
+from tickets.prac.stats import SampleStats
+from tickets.training.schedule import Schedule
+from tickets.training.trainer import Trainer
 
 __all__ = ["measure", "main"]
 

@@ -41,9 +41,11 @@ import tickets
 from benchmarks.reproduce.config import PRESETS, Preset
 from benchmarks.reproduce.experiments import Context, build_model, register_experiment
 from benchmarks.reproduce.report import fmt, markdown_table, plot_accuracy, write_json
-from tickets.data import balanced_subset, load_dataset
-from tickets.stability import instability
-from tickets.training import Schedule, train as train_run
+from tickets.data.splits import balanced_subset
+from tickets.data.datasets import load_dataset
+from tickets.stability.instability import instability
+from tickets.training.schedule import Schedule
+from tickets.training.loop import train as train_run
 
 __all__ = ["RewindingSettings", "SETTINGS", "settings_for", "rewinding", "rewind_steps", "make_schedule"]
 

@@ -39,7 +39,8 @@ from torch import nn
 import tickets
 from tickets.models import create_model
 from tickets.sparse import bake, kernel_report, sparsify
-from tickets.ticket import FORMAT, Ticket
+from tickets.ticket.file import FORMAT
+from tickets.ticket.ticket import Ticket
 
 MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "mixer_s16_224": (lambda: _timm("mixer_s16_224"), (3, 224, 224)),

@@ -36,9 +36,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tickets import global_magnitude_prune, prunable_parameters
-from tickets.data import Augment, ImageDataset, Normalize, _Compose
+from tickets.data.transforms import Augment, Normalize, _Compose
+from tickets.data.images import ImageDataset
 from tickets.models import create_model
-from tickets.training import Schedule, Trainer, resolve_channels_last, resolve_precision
+from tickets.training.schedule import Schedule
+from tickets.training.trainer import Trainer
+from tickets.training.precision import resolve_channels_last, resolve_precision
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -46,7 +49,7 @@ MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 def _data(n: int, data_dir: str | None, seed: int = 0) -> ImageDataset:
     transform = _Compose(Augment(32, 4), Normalize(MEAN, STD))
     if data_dir:
-        from tickets.data import load_dataset
+        from tickets.data.datasets import load_dataset
 
         train = load_dataset("cifar10", data_dir, val_size=0, train_size=n, seed=seed).train
         return train

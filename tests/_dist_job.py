@@ -13,8 +13,8 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 import tickets
-import tickets.ticket
-from tickets.imp import RunInterrupted
+import tickets.ticket.file
+from tickets.search.options import RunInterrupted
 
 
 class Counting(Dataset):
@@ -56,13 +56,13 @@ def own_loop(model: nn.Module, sampler: tickets.PrACSampler, val: TensorDataset,
 def main(out: str, mode: str, checkpoint_dir: str) -> None:
     torch.set_num_threads(1)
     writes: list[str] = []
-    original = tickets.ticket._atomic_write
+    original = tickets.ticket.file._atomic_write
 
     def recording(path, write, **kwargs):  # type: ignore[no-untyped-def]
         writes.append(Path(path).name)
         return original(path, write, **kwargs)
 
-    tickets.ticket._atomic_write = recording
+    tickets.ticket.file._atomic_write = recording
     train, val = Counting(blobs(100, 0)), blobs(40, 1)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3))

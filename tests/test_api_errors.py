@@ -242,7 +242,7 @@ def _augmenting_transforms():
     from torchvision import transforms as T
     from torchvision.transforms import v2
 
-    from tickets.data import Augment, Normalize, _Compose
+    from tickets.data.transforms import Augment, Normalize, _Compose
 
     return {
         "v1-compose-flip": T.Compose([T.RandomHorizontalFlip(), T.ConvertImageDtype(torch.float)]),

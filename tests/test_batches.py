@@ -15,9 +15,10 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 import tickets
 from tickets import PrACSampler, Schedule, TicketSearch
-from tickets.batching import EpochBatchSampler, batch_sizes, num_batches, split_batches, steps_per_epoch
-from tickets.data import BatchLoader, ImageDataset, Normalize
-from tickets.distributed import ShardSampler
+from tickets.data.batching import EpochBatchSampler, batch_sizes, num_batches, split_batches, steps_per_epoch
+from tickets.data.images import BatchLoader, ImageDataset
+from tickets.data.transforms import Normalize
+from tickets.parallel import ShardSampler
 
 
 def blobs(n: int, classes: int = 3, dim: int = 8, seed: int = 0) -> TensorDataset:

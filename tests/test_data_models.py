@@ -9,7 +9,10 @@ import torch
 from torch.utils.data import DataLoader
 from PIL import Image
 
-from tickets.data import Augment, balanced_subset, load_dataset, load_image_folder, validation_indices
+from tickets.data.transforms import Augment
+from tickets.data.splits import balanced_subset, validation_indices
+from tickets.data.datasets import load_dataset
+from tickets.data.folders import load_image_folder
 from tickets.models import create_model, list_models
 
 

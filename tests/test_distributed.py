@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import tickets
-from tickets.distributed import DistributedStats, ShardSampler, check_identical, mask_checksum
+from tickets.prac.stats import DistributedStats
+from tickets.parallel import ShardSampler, check_identical, mask_checksum
 
 JOB = Path(__file__).with_name("_dist_job.py")
 KEYS = ("round", "sparsity", "set_size", "epochs", "start_step", "end_step", "steps", "samples", "val_acc",

@@ -13,13 +13,19 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from tickets import methods
-from tickets.data import Augment, BatchLoader, ImageDataset, Normalize, _Compose, batch_loader
-from tickets.imp import _time_ratio, prune
-from tickets.sampler import IndexedDataset, PrACSampler
-from tickets.training import (
-    NonFiniteLossError, Schedule, Trainer, evaluate, resolve_channels_last, resolve_precision, train,
-)
+from tickets.pruning import methods
+from tickets.data.transforms import Augment, Normalize, _Compose
+from tickets.data.images import BatchLoader, ImageDataset, batch_loader
+from tickets.search.checks import _time_ratio
+from tickets.search.driver import prune
+from tickets.data.sampling import IndexedDataset
+from tickets.prac.sampler import PrACSampler
+from tickets.training.results import NonFiniteLossError
+from tickets.training.schedule import Schedule
+from tickets.training.trainer import Trainer
+from tickets.training.evaluation import evaluate
+from tickets.training.precision import resolve_channels_last, resolve_precision
+from tickets.training.loop import train
 
 torch.set_num_threads(1)
 
@@ -269,7 +275,7 @@ def test_compiled_training_keeps_the_mask_contract_without_recompiling() -> None
 
 # ---------------------------------------------------------------------- resume with the fast path
 def test_a_bf16_prac_run_on_in_memory_images_resumes_exactly(tmp_path: Any) -> None:
-    from tickets.imp import RunInterrupted
+    from tickets.search.options import RunInterrupted
 
     images, targets = _images(64, size=8)
     train_set = ImageDataset(images, targets, transform=_Compose(Augment(8, 2), Normalize((0.5,) * 3, (0.25,) * 3)))

@@ -118,7 +118,7 @@ class _Timm:
         return net
 
 
-@pytest.mark.parametrize("where", ["README.md", "docs/own-loop.md", "tickets.search"])
+@pytest.mark.parametrize("where", ["README.md", "docs/own-loop.md", "tickets.search.ticket_search"])
 def test_own_loop_snippets_of_the_docs_run(where, tmp_path):
     """Each own-loop snippet runs as shown (only its sizes shrunk), with the names its page
     defines before it: a snippet that misuses the API (e.g. passing ``evaluate(...)``, an

@@ -12,11 +12,16 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, RandomSampler, SequentialSampler, TensorDataset
 
-from tickets.imp import EarlyBird, RunInterrupted, iteration_savings, load_prac_sets, prune, retrain
-from tickets.sampler import PrACSampler
-from tickets.stats import SelectionRule
-from tickets.ticket import Ticket
-from tickets.training import Schedule, train
+from tickets.search.options import EarlyBird, RunInterrupted
+from tickets.search.accounting import iteration_savings
+from tickets.search.run_folder import load_prac_sets
+from tickets.search.driver import prune
+from tickets.ticket.ticket import retrain
+from tickets.prac.sampler import PrACSampler
+from tickets.prac.rules import SelectionRule
+from tickets.ticket.ticket import Ticket
+from tickets.training.schedule import Schedule
+from tickets.training.loop import train
 
 torch.set_num_threads(1)
 
@@ -109,7 +114,7 @@ def test_reused_sets_replay_on_another_architecture(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------- one code path
 def test_vanilla_and_prac_imp_share_the_code_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    import tickets.imp as imp
+    import tickets.search.driver as imp
 
     calls: list[str] = []
     real = imp.Trainer

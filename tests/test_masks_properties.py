@@ -93,8 +93,8 @@ def test_global_amount_distributes_exactly_over_tensors(sizes, amount, rounds, s
     if isinstance(amount, int):
         amount = min(amount, total // rounds)
     for _ in range(rounds):
-        before = torch.cat([tickets.methods._original(m, n).detach().reshape(-1).abs() for m, n in pairs])
-        keep_before = torch.cat([tickets.methods._current_mask(m, n).reshape(-1) for m, n in pairs])
+        before = torch.cat([tickets.pruning.methods._original(m, n).detach().reshape(-1).abs() for m, n in pairs])
+        keep_before = torch.cat([tickets.pruning.methods._current_mask(m, n).reshape(-1) for m, n in pairs])
         tickets.global_magnitude_prune(pairs, amount)
         keep = torch.cat([layer.weight_mask.reshape(-1) for layer in layers])
         removed = keep_before & ~keep
@@ -221,7 +221,7 @@ def test_large_inputs_take_the_sampled_path_and_stay_exact():
     keeps = [torch.rand(s.shape) > 0.3 for s in scores]
     surviving = sum(int(k.sum()) for k in keeps)
     for k in (1, 54321, surviving // 5, surviving):
-        new = tickets.methods._drop_lowest([s.clone() for s in scores], keeps, k)
+        new = tickets.pruning.methods._drop_lowest([s.clone() for s in scores], keeps, k)
         assert sum(int(n.sum()) for n in new) == surviving - k
         assert all(not (n & ~keep).any() for n, keep in zip(new, keeps))
         gone = torch.cat([s[keep & ~n] for s, keep, n in zip(scores, keeps, new)])

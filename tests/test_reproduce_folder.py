@@ -13,7 +13,10 @@ import torch
 from PIL import Image
 
 from benchmarks.reproduce import load_folder_splits, main, parse_args
-from tickets.data import IMAGENET_MEAN, Augment, ImageDataset, load_folder_dataset, stratified_split
+from tickets.data.datasets import IMAGENET_MEAN, load_folder_dataset
+from tickets.data.transforms import Augment
+from tickets.data.images import ImageDataset
+from tickets.data.splits import stratified_split
 
 CLASSES = ["cat", "dog", "emu"]
 

@@ -15,13 +15,13 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-import tickets.ticket as ticket_module
-from tickets.imp import RunInterrupted, prune
-from tickets.sampler import PrACSampler
-from tickets.search import (
-    STATE_VERSION, Runtime, _decode, _Encoder, parse_checkpoint_every,
-)
-from tickets.ticket import atomic_save, remove_stale_temporaries
+import tickets.ticket.file as ticket_module
+from tickets.search.options import RunInterrupted
+from tickets.search.driver import prune
+from tickets.prac.sampler import PrACSampler
+from tickets.search.run_folder import STATE_VERSION, _decode, _Encoder
+from tickets.search.options import Runtime, parse_checkpoint_every
+from tickets.ticket.file import atomic_save, remove_stale_temporaries
 
 torch.set_num_threads(1)
 

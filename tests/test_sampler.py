@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from tickets.sampler import IndexedDataset, PrACSampler, targets_of
-from tickets.stats import SampleStats
+from tickets.data.sampling import IndexedDataset, targets_of
+from tickets.prac.sampler import PrACSampler
+from tickets.prac.stats import SampleStats
 
 
 def _data(n: int = 50) -> TensorDataset:

@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import RandomSampler, TensorDataset
 
-from tickets.imp import prune
-from tickets.sampler import PrACSampler
-from tickets.search import TicketSearch, describe_optimizer
-from tickets.ticket import Ticket
+from tickets.search.driver import prune
+from tickets.prac.sampler import PrACSampler
+from tickets.search.ticket_search import TicketSearch
+from tickets.search.identity import describe_optimizer
+from tickets.ticket.ticket import Ticket
 
 torch.set_num_threads(1)
 

@@ -10,13 +10,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import tickets
-from tickets.stability import (
-    error_barrier,
-    interpolate,
-    interpolated_model,
-    recompute_bn_statistics,
-)
-from tickets.training import Schedule
+from tickets.stability.interpolation import error_barrier, interpolate, interpolated_model, recompute_bn_statistics
+from tickets.training.schedule import Schedule
 
 
 def xor_task(n: int = 512, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

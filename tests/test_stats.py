@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tickets.stats import EmptySelectionError, SampleStats, SelectionRule, disagreement, predict, select
+from tickets.prac.stats import EmptySelectionError, SampleStats
+from tickets.prac.rules import SelectionRule, disagreement, select
+from tickets.training.evaluation import predict
 
 
 def _reference_counts(history: list[list[int | None]]) -> list[int]:

@@ -15,7 +15,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 import tickets
-from tickets.ticket import FORMAT, Ticket, pack_mask, unpack_mask
+from tickets.ticket.file import FORMAT, pack_mask, unpack_mask
+from tickets.ticket.ticket import Ticket
 
 torch.set_num_threads(1)
 

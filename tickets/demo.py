@@ -93,7 +93,7 @@ def _pct(x: float | None, digits: int = 1) -> str:
 def _table(prac: Any, full: Any, n: int, measured: dict[int, Any] | None = None) -> str:
     """The per-round comparison of the two searches (round 0 is the dense network: the same
     computation for both when the full-data search started from the PrAC search's round 0)."""
-    from tickets.imp import iteration_savings
+    from tickets.search.accounting import iteration_savings
 
     savings = iteration_savings(prac, full)
     shared = bool(full.meta.get("start_from") or prac.meta.get("start_from"))
@@ -164,10 +164,11 @@ def run_demo(
         ``{"prac": Ticket, "imp": Ticket, "measured": {round: TrainResult}, "paths": {...},
         "table": str, "search_time_s": float}``.
     """
-    from tickets.imp import prune, retrain
-    from tickets.sampler import PrACSampler
-    from tickets.selection import prunable_parameters
-    from tickets.ticket import Ticket
+    from tickets.search.driver import prune
+    from tickets.ticket.ticket import retrain
+    from tickets.prac.sampler import PrACSampler
+    from tickets.pruning.parameters import prunable_parameters
+    from tickets.ticket.ticket import Ticket
 
     if threads:
         torch.set_num_threads(threads)

@@ -51,7 +51,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from tickets import guard, methods
+import tickets.pruning.guard as guard
+import tickets.pruning.methods as methods
 
 __all__ = [
     "CHUNK_ROWS",

@@ -38,7 +38,7 @@ from benchmarks.reproduce.experiments import EXPERIMENTS, Context, register_expe
 import benchmarks.rewinding  # noqa: E402,F401  registers --experiment rewinding (issue 6)
 
 if TYPE_CHECKING:
-    from tickets.data import DataSplits
+    from tickets.data.datasets import DataSplits
 
 __all__ = ["EXPERIMENTS", "FOLDER", "FolderOptions", "PRESETS", "Preset", "RunConfig", "get_preset", "load_folder_splits", "main",
            "parse_args", "register_experiment", "run"]
@@ -49,7 +49,7 @@ def run(config: RunConfig, *, command: str | None = None) -> dict[str, Any]:
     dict that ``results.json`` holds."""
     import torch
 
-    from tickets.data import DATASETS, load_dataset
+    from tickets.data.datasets import DATASETS, load_dataset
     from tickets.models import check_model_name
 
     if config.experiment not in EXPERIMENTS:
@@ -64,7 +64,7 @@ def run(config: RunConfig, *, command: str | None = None) -> dict[str, Any]:
         check_model_name(config.transfer_arch or "")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    from tickets.distributed import init_from_env, world
+    from tickets.parallel import init_from_env, world
 
     init_from_env(config.device)  # under torchrun: every process runs this, rank 0 writes and logs
     rank, world_size = world()
@@ -97,7 +97,7 @@ def run(config: RunConfig, *, command: str | None = None) -> dict[str, Any]:
             seed=config.seed, progress=not config.quiet,
         )
     if preset.val_images is not None and splits.val is not None and preset.val_images < len(splits.val):
-        from tickets.data import balanced_subset
+        from tickets.data.splits import balanced_subset
 
         splits.val = splits.val.subset(balanced_subset(splits.val.targets, preset.val_images, config.seed + 2))
         splits.notes.append(f"validation reduced to {preset.val_images} class-balanced images (seed {config.seed + 2})")
@@ -148,7 +148,8 @@ def load_folder_splits(config: RunConfig) -> tuple[DataSplits, Preset]:
         FileNotFoundError, ValueError: as :func:`tickets.data.load_folder_dataset`, and for
             command-line sizes that exceed the data.
     """
-    from tickets.data import balanced_subset, load_folder_dataset
+    from tickets.data.splits import balanced_subset
+    from tickets.data.datasets import load_folder_dataset
 
     options = config.folder or FolderOptions()
     preset = config.preset
@@ -198,7 +199,7 @@ def load_folder_splits(config: RunConfig) -> tuple[DataSplits, Preset]:
 
 def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
     """The command line as a :class:`RunConfig`."""
-    from tickets.data import DATASETS
+    from tickets.data.datasets import DATASETS
 
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.reproduce",

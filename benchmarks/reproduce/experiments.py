@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from benchmarks.reproduce.config import Preset, RunConfig
-from tickets.distributed import is_writer
+from tickets.parallel import is_writer
 from benchmarks.reproduce.report import fmt, markdown_table, plot_accuracy, plot_prac_cost, write_json
-from tickets.data import DataSplits
+from tickets.data.datasets import DataSplits
 
 __all__ = ["Context", "EXPERIMENTS", "register_experiment", "find_ticket", "measure_ticket", "build_model", "compare",
            "compare_rows", "full_data_sampler", "imp_vs_prac", "schedule_of", "transfer"]
@@ -85,7 +85,7 @@ def full_data_sampler(ctx: Context) -> Any:
     data) is the same computation in both searches, and the comparison starts from the same
     dense network and rewind point; ``tickets.prune`` treats it as vanilla IMP (no statistics).
     """
-    from tickets.sampler import PrACSampler
+    from tickets.prac.sampler import PrACSampler
 
     train = ctx.splits.train
     return PrACSampler.replay(train, [torch.arange(len(train))], seed=ctx.config.seed)
@@ -104,8 +104,9 @@ def find_ticket(ctx: Context, model: nn.Module, sampler: Any, *, name: str, earl
 
     Returns the :class:`tickets.Ticket` of the last round, with the per-round ``history``.
     """
-    from tickets.imp import EarlyBird, prune
-    from tickets.selection import prunable_parameters
+    from tickets.search.options import EarlyBird
+    from tickets.search.driver import prune
+    from tickets.pruning.parameters import prunable_parameters
 
     preset, cfg = ctx.config.preset, ctx.config
     pruned = copy.deepcopy(model)
@@ -125,7 +126,7 @@ def measure_ticket(ctx: Context, model: nn.Module, ticket: Any, *, name: str) ->
     """Train ``ticket`` on the full training split with the full schedule from its rewind
     point (``tickets.imp.retrain``) and return the result's numbers; cached in
     ``out/checkpoints/name.json`` so that reruns skip it."""
-    from tickets.imp import retrain
+    from tickets.ticket.ticket import retrain
 
     cache = ctx.out / "checkpoints" / f"{name}.json"
     if cache.exists():
@@ -273,7 +274,7 @@ def compare(ctx: Context, arch: str, finder: tuple[str, Any], *, early_bird: boo
 @register_experiment("imp-vs-prac")
 def imp_vs_prac(ctx: Context) -> dict[str, Any]:
     """Full-data IMP and PrAC IMP from the same initialization and seed, ticket by ticket."""
-    from tickets.sampler import PrACSampler
+    from tickets.prac.sampler import PrACSampler
 
     cfg = ctx.config
     sampler = PrACSampler(ctx.splits.train, seed=cfg.seed)
@@ -319,8 +320,8 @@ def transfer(ctx: Context) -> dict[str, Any]:
        ticket, the transferred tickets measured on the full split. The source search's steps
        are reported on their own (a set found once can serve many architectures).
     """
-    from tickets.imp import load_prac_sets
-    from tickets.sampler import PrACSampler
+    from tickets.search.run_folder import load_prac_sets
+    from tickets.prac.sampler import PrACSampler
 
     cfg = ctx.config
     source_arch = cfg.transfer_arch or "res20s"

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tickets.distributed import is_writer
+from tickets.parallel import is_writer
 
 __all__ = ["markdown_table", "write_json", "plot_accuracy", "plot_prac_cost", "fmt"]
 

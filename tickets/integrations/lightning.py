@@ -44,7 +44,8 @@ except ImportError:  # the older package name
             "tickets.integrations.lightning needs PyTorch Lightning: pip install 'torch-tickets[lightning]'"
         ) from e
 
-from tickets.search import Round, TicketSearch
+from tickets.search.round import Round
+from tickets.search.ticket_search import TicketSearch
 
 __all__ = ["TicketCallback"]
 

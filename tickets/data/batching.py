@@ -37,11 +37,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
-
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["batch_sizes", "num_batches", "steps_per_epoch", "split_batches", "EpochBatchSampler", "check_loader_kwargs"]
+__all__ = ['num_batches', 'batch_sizes', 'steps_per_epoch', 'split_batches', 'EpochBatchSampler', 'check_loader_kwargs']
 
 
 def _check_batch_size(batch_size: int) -> int:
