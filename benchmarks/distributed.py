@@ -40,7 +40,7 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
     import torch.distributed as dist
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
-    import tickets.training as training
+    import tickets.training.trainer as training
     from benchmarks.train_speed import _data, _model
     from tickets.parallel import init_from_env, world
     from tickets.training.schedule import Schedule

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import math
 import os
 import tempfile
 import time

@@ -1,4 +1,4 @@
-"""The batching rule (tickets.batching): no train-mode batch of one sample anywhere (engine, DataLoader
+"""The batching rule (tickets.data.batching): no train-mode batch of one sample anywhere (engine, DataLoader
 path, search.loader(), own loops, Lightning, per process under torch.distributed), the step counts
 equal to the schedule's, drop_last refused with its reason, an epoch of one sample refused."""
 
@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 import tickets
 from tickets import PrACSampler, Schedule, TicketSearch
-from tickets.data.batching import EpochBatchSampler, batch_sizes, num_batches, split_batches, steps_per_epoch
-from tickets.data.images import BatchLoader, ImageDataset
+from tickets.data.batching import EpochBatchSampler, batch_sizes, num_batches, split_batches
+from tickets.data.images import ImageDataset
 from tickets.data.transforms import Normalize
 from tickets.parallel import ShardSampler
 

@@ -276,3 +276,41 @@ def test_from_model_keeps_the_current_weights_by_default(tmp_path):
     assert tickets.Ticket.from_model(model, weights=False).rewind_state is None
     with pytest.raises(TypeError, match="weights must be True"):
         tickets.Ticket.from_model(model, weights="no")
+
+
+def test_end_epoch_takes_an_eval_result_and_names_other_types():
+    """``rnd.end_epoch(val_acc=tickets.evaluate(...))``: the EvalResult's accuracy is the
+    validation number and its loss the validation loss (unless val_loss is given); anything
+    else that is not a number is a TypeError naming its type."""
+    train, val = blobs(48), blobs(24, seed=1)
+    model = mlp()
+    search = TicketSearch(model, PrACSampler(train), rounds=1, epochs=3, batch_size=16, quiet=True)
+    rnd = search.begin_round()
+    loader = search.loader()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = rnd.lr_scheduler(optimizer)
+
+    def one_epoch() -> None:
+        for x, y, idx in rnd.batches(loader):
+            logits = model(x)
+            optimizer.zero_grad()
+            F.cross_entropy(logits, y).backward()
+            optimizer.step()
+            scheduler.step()
+            rnd.report(idx, logits, y)
+
+    one_epoch()
+    result = tickets.evaluate(model, val, precision="fp32")
+    assert isinstance(result, tickets.training.results.EvalResult)
+    rnd.end_epoch(val_acc=result)
+    assert rnd.log[-1]["val_acc"] == result.accuracy and rnd.log[-1]["val_loss"] == result.loss
+    one_epoch()
+    rnd.end_epoch(val_acc=tickets.evaluate(model, val, precision="fp32"), val_loss=0.125)
+    assert rnd.log[-1]["val_loss"] == 0.125
+    one_epoch()
+    for wrong in ({"accuracy": 0.5}, "0.5", [0.5]):
+        with pytest.raises(TypeError, match=f"val_acc must be a number .* or the EvalResult .*; got {type(wrong).__name__}"):
+            rnd.end_epoch(val_acc=wrong)
+    rnd.end_epoch(val_acc=torch.tensor(0.5))  # a 0-d tensor is a number
+    entry = search.end_round()
+    assert entry["val_acc"] == max(h["val_acc"] for h in rnd.log)

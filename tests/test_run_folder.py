@@ -323,3 +323,31 @@ def test_an_own_loop_writes_metrics_and_a_cut_round_leaves_no_lines(tmp_path: Pa
     own_loop(TicketSearch(model, PrACSampler(train, seed=0), checkpoint_dir=cut, **LOOP), model, val)
     strip = lambda ms: [(m["kind"], m["round"], m.get("epoch"), m.get("step")) for m in ms]  # noqa: E731
     assert strip(_metrics(cut)) == strip(lines)
+
+
+def test_round_0_pt_is_stored_compactly_and_an_old_one_still_starts_a_search(tmp_path: Path) -> None:
+    from tickets.search.run_folder import ROUND0_FORMAT, ROUND0_VERSION, _load_round_0, _save_round_0
+
+    seen = torch.rand(4096) > 0.5
+    weights = torch.randn(64, 64)
+    weights[:, ::2] = 0.0
+    (tmp_path / "made").mkdir()
+    _save_round_0({"format": ROUND0_FORMAT, "version": 1, "rewind_state": {"w": weights}, "model": {"w": weights.clone()},
+                   "stats": {"ever_correct": seen}}, tmp_path / "made")
+    raw = torch.load(tmp_path / "made" / "round_0.pt", weights_only=True)
+    assert raw["version"] == ROUND0_VERSION == 2
+    assert raw["stats"]["ever_correct"]["__tickets_encoded__"] == "bits"  # packed 8 per byte
+    assert raw["rewind_state"]["w"]["__tickets_encoded__"] == "nonzero"  # its nonzero values and where they are
+    back = _load_round_0(tmp_path / "made")
+    assert torch.equal(back["stats"]["ever_correct"], seen) and torch.equal(back["model"]["w"], weights)
+    assert back["model"]["w"].untyped_storage().data_ptr() != back["rewind_state"]["w"].untyped_storage().data_ptr()
+
+    _run(tmp_path / "source", rounds=1)
+    assert torch.load(tmp_path / "source" / "round_0.pt", weights_only=True)["version"] == 2
+    record = _load_round_0(tmp_path / "source")
+    started = _run(tmp_path / "started", start_from=tmp_path / "source")
+    atomic_save({**record, "version": 1}, tmp_path / "source" / "round_0.pt")  # as version 1 wrote it: plain tensors
+    old = _run(tmp_path / "old", start_from=tmp_path / "source")
+    assert _strip(old.history) == _strip(started.history)
+    for key in started.masks:
+        assert torch.equal(old.masks[key], started.masks[key])

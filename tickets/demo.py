@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -21,6 +22,12 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from tickets.prac.sampler import PrACSampler
+from tickets.pruning.parameters import prunable_parameters
+from tickets.search.accounting import iteration_savings
+from tickets.search.driver import prune
+from tickets.ticket.ticket import Ticket, retrain
 from torch.utils.data import Dataset
 
 __all__ = ["DigitsCNN", "load_digits_splits", "run_demo", "main"]
@@ -93,8 +100,6 @@ def _pct(x: float | None, digits: int = 1) -> str:
 def _table(prac: Any, full: Any, n: int, measured: dict[int, Any] | None = None) -> str:
     """The per-round comparison of the two searches (round 0 is the dense network: the same
     computation for both when the full-data search started from the PrAC search's round 0)."""
-    from tickets.search.accounting import iteration_savings
-
     savings = iteration_savings(prac, full)
     shared = bool(full.meta.get("start_from") or prac.meta.get("start_from"))
     measured = measured or {}
@@ -164,11 +169,6 @@ def run_demo(
         ``{"prac": Ticket, "imp": Ticket, "measured": {round: TrainResult}, "paths": {...},
         "table": str, "search_time_s": float}``.
     """
-    from tickets.search.driver import prune
-    from tickets.ticket.ticket import retrain
-    from tickets.prac.sampler import PrACSampler
-    from tickets.pruning.parameters import prunable_parameters
-    from tickets.ticket.ticket import Ticket
 
     if threads:
         torch.set_num_threads(threads)
@@ -193,14 +193,15 @@ def run_demo(
             sampler = (PrACSampler(data["train"], seed=seed) if name == "prac"
                        else PrACSampler.replay(data["train"], [torch.arange(len(data["train"]))], seed=seed))
             if not quiet:
-                print(f"\n== {'PrAC-guided IMP' if name == 'prac' else 'vanilla IMP (full data), from the same round 0'} ==")
+                print(f"\n== {'PrAC-guided IMP' if name == 'prac' else 'vanilla IMP (full data), from the same round 0'} ==",
+                      file=sys.stderr)  # progress: on stderr with the per-epoch lines; the result goes to stdout
             extra = {"min_step_fraction": min_step_fraction} if name == "prac" else {"start_from": root / "prac"}
             found[name] = prune(model, sampler, parameters=params, checkpoint_dir=root / name, **settings, **extra)
         search_time = time.perf_counter() - started
         measured: dict[int, Any] = {}
         if measure:
             if not quiet:
-                print("\n== measuring each PrAC ticket on the full data (excluded from the savings) ==")
+                print("\n== measuring each PrAC ticket on the full data (excluded from the savings) ==", file=sys.stderr)
             for k in range(1, rounds):
                 ticket_k = Ticket.load(root / "prac" / f"round_{k}.ticket")
                 measured[k] = retrain(ticket_k, copy.deepcopy(dense), data["train"], epochs=epochs, batch_size=64,

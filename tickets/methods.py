@@ -2,7 +2,7 @@
 lives in :mod:`tickets.pruning.methods`.
 """
 
-from tickets.pruning.methods import MaskedWeight, MagnitudePruning, RandomPruning, FixedMask, magnitude_prune, random_prune, global_magnitude_prune, global_random_prune, is_pruned_tensor, pruned_parameters, masks, refresh, share_mask
+from tickets.pruning.methods import MaskedWeight, MagnitudePruning, RandomPruning, FixedMask, magnitude_prune, random_prune, global_magnitude_prune, global_random_prune, is_pruned_tensor, pruned_parameters, masks, refresh, refresh_traced, share_mask
 
 __all__ = [
     'MaskedWeight',
@@ -17,5 +17,6 @@ __all__ = [
     'pruned_parameters',
     'masks',
     'refresh',
+    'refresh_traced',
     'share_mask',
 ]

@@ -9,7 +9,7 @@ Inside one, ``tickets.prune`` and :class:`tickets.TicketSearch`:
   ``batch_size`` is the *global* batch (each rank takes ``batch_size / world_size``), so a
   run has the same steps, schedule and learning rate as one process with that batch
   (except that a last global batch of 2 to ``world_size`` samples, which would leave each
-  process a batch of one, joins the previous batch: :mod:`tickets.batching`);
+  process a batch of one, joins the previous batch: :mod:`tickets.data.batching`);
 * average gradients with ``DistributedDataParallel`` (``broadcast_buffers=False``: the masks
   are never re-sent; the other buffers, e.g. BatchNorm statistics, are broadcast from rank 0
   at the end of every epoch, which leaves every rank with rank 0's statistics, as DDP's

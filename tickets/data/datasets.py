@@ -46,7 +46,7 @@ from tickets.data.images import IMAGE_EXTENSIONS, ImageDataset
 from tickets.data.splits import balanced_subset, stratified_split, validation_indices
 from tickets.data.transforms import Augment, Normalize, _Compose
 
-__all__ = ['DatasetInfo', 'DataSplits', 'DATASETS', 'load_dataset', 'IMAGENET_MEAN', 'IMAGENET_STD', 'FOLDER_VAL_FRACTION', 'FOLDER_TEST_FRACTION', 'FOLDER_IN_MEMORY_BYTES', 'load_folder_dataset']
+__all__ = ['DatasetInfo', 'DATASETS', 'DataSplits', 'load_dataset', 'IMAGENET_MEAN', 'IMAGENET_STD', 'FOLDER_VAL_FRACTION', 'FOLDER_TEST_FRACTION', 'FOLDER_IN_MEMORY_BYTES', 'load_folder_dataset']
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,39 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+@dataclass
+class DataSplits:
+    """The splits of one data set (see the module docstring for what each one is)."""
+
+    train: ImageDataset
+    val: ImageDataset | None
+    test: ImageDataset
+    train_eval: ImageDataset
+    info: DatasetInfo
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+    #: class names in label order (filled by :func:`load_folder_dataset`; empty for the built-in data sets).
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.num_classes
+
+    def describe(self) -> dict[str, object]:
+        """JSON-able summary (sizes, source, split rule) for results files."""
+        return {
+            "dataset": self.info.name,
+            "source": self.source,
+            "num_classes": self.info.num_classes,
+            "train": len(self.train),
+            "val": len(self.val) if self.val is not None else 0,
+            "test": len(self.test),
+            "notes": list(self.notes),
+            **({"classes": list(self.classes)} if self.classes else {}),
+        }
+
+
+# --------------------------------------------------------------------------- the built-in data sets
 def _find_folder_root(data_dir: Path, name: str, test_split: str) -> Path | None:
     for root in (data_dir, data_dir / name, data_dir / "tiny-imagenet-200"):
         if (root / "train").is_dir() and (root / test_split).is_dir():
@@ -205,17 +238,11 @@ def load_dataset(
 # --------------------------------------------------------------------------- a folder of one's own
 #: ImageNet's per-channel statistics (RGB, [0, 1] units), for ``load_folder_dataset(normalize="imagenet")``.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
-
-
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 #: Fractions of every class of ``train/`` held out when ``val/`` / ``test/`` are absent.
 FOLDER_VAL_FRACTION = 0.1
-
-
 FOLDER_TEST_FRACTION = 0.1
-
 
 #: ``load_folder_dataset(in_memory=None)`` decodes up front when the decoded uint8 images take at most this many bytes.
 FOLDER_IN_MEMORY_BYTES = 2 * 1024**3
@@ -280,110 +307,31 @@ def load_folder_dataset(
             exists, or a class too small to split.
     """
     root = Path(root).expanduser()
-    train_dir = root / "train"
-    if not train_dir.is_dir():
-        raise FileNotFoundError(
-            f"no folder {str(train_dir)!r}: an image folder data set needs {str(root)!r} to hold "
-            f"train/<class>/<images> (val/<class>/... and test/<class>/... are optional)"
-        )
-    if normalize not in ("train", "imagenet"):
-        raise ValueError(f"normalize must be 'train' or 'imagenet'; got {normalize!r}")
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
-        raise ValueError(f"image_size must be an int >= 1 (or None to keep the images' size); got {image_size!r}")
-    if padding is not None and (isinstance(padding, bool) or not isinstance(padding, int) or padding < 0):
-        raise ValueError(f"padding must be an int >= 0; got {padding!r}")
-    present = {split: (root / split).is_dir() for split in ("val", "test")}
-    fractions = {"val": val_fraction, "test": test_fraction}
-    for split, fraction in fractions.items():
-        if fraction is None:
-            continue
-        if present[split]:
-            raise ValueError(
-                f"{str(root / split)!r} exists, so {split}_fraction={fraction} would not be used: drop the "
-                f"option to use {split}/, or remove {split}/ to split it off train/"
-            )
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
-            raise ValueError(f"{split}_fraction must be a fraction in [0, 1); got {fraction!r}")
-    val_fraction = FOLDER_VAL_FRACTION if val_fraction is None else float(val_fraction)
-    test_fraction = FOLDER_TEST_FRACTION if test_fraction is None else float(test_fraction)
-    if not present["test"] and test_fraction == 0.0:
-        raise ValueError(f"{str(root)!r} has no test/ folder and test_fraction=0: a test split is needed; pass test_fraction > 0")
-
-    # the files of every split (nothing decoded yet), the class checks
-    full_train, classes = load_image_folder(root, split="train", image_size=None, in_memory=False)
-    if len(classes) < 2:
-        raise ValueError(f"{str(train_dir)!r} has {len(classes)} class folder(s) ({classes}); a classifier needs at least 2")
-    counts = np.bincount(full_train.targets, minlength=len(classes))
-    empty = [classes[k] for k in np.flatnonzero(counts == 0)]
-    if empty:
-        raise ValueError(f"{str(train_dir)!r}: class folders without images ({', '.join(IMAGE_EXTENSIONS)}): {empty}")
-    given: dict[str, ImageDataset] = {}
-    for split in ("val", "test"):
-        if present[split]:
-            given[split], _ = load_image_folder(root, split=split, classes=classes, image_size=None, in_memory=False)
-            have = np.bincount(given[split].targets, minlength=len(classes))
-            missing = [classes[k] for k in np.flatnonzero(have == 0)]
-            if missing:
-                raise ValueError(
-                    f"{str(root / split)!r} has no images of the training classes {missing}: every class of "
-                    f"train/ needs {split} images (or remove {split}/ to split it off train/)"
-                )
-
-    # one image size for all
+    _check_folder_options(root, normalize, image_size, padding)
+    fractions = _held_out_fractions(root, val_fraction, test_fraction)
+    full_train, classes, given = _scan_folder(root, fractions)
     paths = [p for d in (full_train, *given.values()) for p in d._images]  # type: ignore[union-attr]
-    sizes = _image_sizes(paths)
-    if image_size is None:
-        listed = ", ".join(f"{w}x{h} ({n} images)" for (w, h), n in sorted(sizes.items(), key=lambda kv: -kv[1])[:5])
-        listed += ", ..." if len(sizes) > 5 else ""
-        if len(sizes) > 1:
-            raise ValueError(f"the images of {str(root)!r} have {len(sizes)} different sizes ({listed}); pass an image size "
-                             f"(--image-size N) to resize them all to N x N")
-        (width, height), = sizes
-        if width != height:
-            raise ValueError(f"the images of {str(root)!r} are {width}x{height}, not square; pass an image size "
-                             f"(--image-size N) to resize them to N x N")
-        image_size = width
-    resized = sum(n for (w, h), n in sizes.items() if (w, h) != (image_size, image_size))
+    image_size, resized = _common_image_size(root, paths, image_size)
     if in_memory is None:
         in_memory = len(paths) * 3 * image_size * image_size <= FOLDER_IN_MEMORY_BYTES
+    full_train = _materialize(full_train, root / "train", image_size, in_memory, progress)
+    given = {split: _materialize(d, root / split, image_size, in_memory, progress) for split, d in given.items()}
 
-    def materialize(dataset: ImageDataset, split: str) -> ImageDataset:
-        files = list(dataset._images)  # type: ignore[arg-type]
-        images = _decode_all(files, image_size, f"decoding {root / split}", progress) if in_memory else files
-        return ImageDataset(images, dataset.targets, image_size=image_size)  # type: ignore[arg-type]
-
-    full_train = materialize(full_train, "train")
-    given = {split: materialize(d, split) for split, d in given.items()}
-
-    # the splits
     notes = [f"{len(classes)} classes (label order = sorted folder names of train/)"]
-    wanted = [0.0 if present["val"] else val_fraction, 0.0 if present["test"] else test_fraction]
-    train_idx, val_idx, test_idx = stratified_split(full_train.targets, wanted, seed, classes)
-    for split, fraction in zip(("val", "test"), wanted):
-        if present[split]:
-            notes.append(f"{split} = {split}/ ({len(given[split])} images)")
-        elif fraction:
-            notes.append(f"{split} = {fraction:.0%} of every class of train/ (stratified, seed {seed})")
-    if not present["val"] and not val_idx:
-        notes.append("no validation split (val_fraction=0)")
+    (train_idx, val_idx, test_idx), split_notes = _split_folder(full_train.targets, given, fractions, seed, classes)
+    notes += split_notes
     if resized:
         notes.append(f"{resized} of {len(paths)} images resized to {image_size}x{image_size}")
-
-    if normalize == "imagenet":
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-        notes.append("normalization: ImageNet's mean and std")
-    else:
-        mean, std = _channel_stats(full_train.subset(train_idx), stats_images, seed)  # type: ignore[assignment]
-        notes.append(f"normalization: mean {list(mean)}, std {list(std)} of the training split "
-                     f"({min(len(train_idx), stats_images)} images)")
+    mean, std, note = _folder_statistics(normalize, full_train.subset(train_idx), stats_images, seed)
+    notes.append(note)
     norm = Normalize(mean, std)
     padding = max(1, image_size // 8) if padding is None else padding
     if augment:
         notes.append(f"training augmentation: random {image_size}x{image_size} crop with {padding} pixels of zero padding, horizontal flip")
     train_transform = _Compose(Augment(image_size, padding), norm) if augment else norm
-    val = given["val"].subset(range(len(given["val"])), transform=norm) if present["val"] else (
-        full_train.subset(val_idx, transform=norm) if val_idx else None)
-    test = given["test"].subset(range(len(given["test"])), transform=norm) if present["test"] else full_train.subset(test_idx, transform=norm)
+    val = _held_out_split("val", given, full_train, val_idx, norm)
+    test = _held_out_split("test", given, full_train, test_idx, norm)
+    assert test is not None  # test/ exists, or test_fraction > 0 put images of every class in test_idx
     info = DatasetInfo("folder", len(classes), image_size, mean, std, len(val) if val is not None else 0)  # type: ignore[arg-type]
     return DataSplits(
         train=full_train.subset(train_idx, transform=train_transform),
@@ -397,33 +345,137 @@ def load_folder_dataset(
     )
 
 
-@dataclass
-class DataSplits:
-    """The splits of one data set (see the module docstring for what each one is)."""
+def _check_folder_options(root: Path, normalize: str, image_size: int | None, padding: int | None) -> None:
+    """The checks of :func:`load_folder_dataset`'s layout and options that need no image."""
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise FileNotFoundError(
+            f"no folder {str(train_dir)!r}: an image folder data set needs {str(root)!r} to hold "
+            f"train/<class>/<images> (val/<class>/... and test/<class>/... are optional)"
+        )
+    if normalize not in ("train", "imagenet"):
+        raise ValueError(f"normalize must be 'train' or 'imagenet'; got {normalize!r}")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise ValueError(f"image_size must be an int >= 1 (or None to keep the images' size); got {image_size!r}")
+    if padding is not None and (isinstance(padding, bool) or not isinstance(padding, int) or padding < 0):
+        raise ValueError(f"padding must be an int >= 0; got {padding!r}")
 
-    train: ImageDataset
-    val: ImageDataset | None
-    test: ImageDataset
-    train_eval: ImageDataset
-    info: DatasetInfo
-    source: str = ""
-    notes: list[str] = field(default_factory=list)
-    #: class names in label order (filled by :func:`load_folder_dataset`; empty for the built-in data sets).
-    classes: list[str] = field(default_factory=list)
 
-    @property
-    def num_classes(self) -> int:
-        return self.info.num_classes
+def _held_out_fractions(root: Path, val_fraction: float | None, test_fraction: float | None) -> dict[str, float | None]:
+    """How ``val`` and ``test`` are made: None for a split whose folder exists (it is used as it
+    is), else the fraction of every class of ``train/`` held out for it (the defaults
+    ``FOLDER_VAL_FRACTION`` / ``FOLDER_TEST_FRACTION`` when not given)."""
+    present = {split: (root / split).is_dir() for split in ("val", "test")}
+    given = {"val": val_fraction, "test": test_fraction}
+    for split, fraction in given.items():
+        if fraction is None:
+            continue
+        if present[split]:
+            raise ValueError(
+                f"{str(root / split)!r} exists, so {split}_fraction={fraction} would not be used: drop the "
+                f"option to use {split}/, or remove {split}/ to split it off train/"
+            )
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
+            raise ValueError(f"{split}_fraction must be a fraction in [0, 1); got {fraction!r}")
+    fractions: dict[str, float | None] = {}
+    for split, default in (("val", FOLDER_VAL_FRACTION), ("test", FOLDER_TEST_FRACTION)):
+        fraction = given[split]
+        fractions[split] = None if present[split] else float(default if fraction is None else fraction)
+    if fractions["test"] == 0.0:
+        raise ValueError(f"{str(root)!r} has no test/ folder and test_fraction=0: a test split is needed; pass test_fraction > 0")
+    return fractions
 
-    def describe(self) -> dict[str, object]:
-        """JSON-able summary (sizes, source, split rule) for results files."""
-        return {
-            "dataset": self.info.name,
-            "source": self.source,
-            "num_classes": self.info.num_classes,
-            "train": len(self.train),
-            "val": len(self.val) if self.val is not None else 0,
-            "test": len(self.test),
-            "notes": list(self.notes),
-            **({"classes": list(self.classes)} if self.classes else {}),
-        }
+
+def _scan_folder(root: Path, fractions: dict[str, float | None]) -> tuple[ImageDataset, list[str], dict[str, ImageDataset]]:
+    """The files of ``train/`` and of the ``val/`` / ``test/`` folders that exist (the splits
+    whose fraction is None), nothing decoded yet, with the class checks: at least two
+    classes, images in every class of ``train/``, and in ``val/`` / ``test/`` for each of them.
+
+    Returns ``(train, classes, {split: dataset})``.
+    """
+    train_dir = root / "train"
+    full_train, classes = load_image_folder(root, split="train", image_size=None, in_memory=False)
+    if len(classes) < 2:
+        raise ValueError(f"{str(train_dir)!r} has {len(classes)} class folder(s) ({classes}); a classifier needs at least 2")
+    counts = np.bincount(full_train.targets, minlength=len(classes))
+    empty = [classes[k] for k in np.flatnonzero(counts == 0)]
+    if empty:
+        raise ValueError(f"{str(train_dir)!r}: class folders without images ({', '.join(IMAGE_EXTENSIONS)}): {empty}")
+    given: dict[str, ImageDataset] = {}
+    for split in ("val", "test"):
+        if fractions[split] is None:
+            given[split], _ = load_image_folder(root, split=split, classes=classes, image_size=None, in_memory=False)
+            have = np.bincount(given[split].targets, minlength=len(classes))
+            missing = [classes[k] for k in np.flatnonzero(have == 0)]
+            if missing:
+                raise ValueError(
+                    f"{str(root / split)!r} has no images of the training classes {missing}: every class of "
+                    f"train/ needs {split} images (or remove {split}/ to split it off train/)"
+                )
+    return full_train, classes, given
+
+
+def _common_image_size(root: Path, paths: list[Path], image_size: int | None) -> tuple[int, int]:
+    """The side every image of the folder is brought to (``image_size``, or the one square size
+    all images share when None) and how many of ``paths`` need resizing to it."""
+    sizes = _image_sizes(paths)
+    if image_size is None:
+        listed = ", ".join(f"{w}x{h} ({n} images)" for (w, h), n in sorted(sizes.items(), key=lambda kv: -kv[1])[:5])
+        listed += ", ..." if len(sizes) > 5 else ""
+        if len(sizes) > 1:
+            raise ValueError(f"the images of {str(root)!r} have {len(sizes)} different sizes ({listed}); pass an image size "
+                             f"(--image-size N) to resize them all to N x N")
+        (width, height), = sizes
+        if width != height:
+            raise ValueError(f"the images of {str(root)!r} are {width}x{height}, not square; pass an image size "
+                             f"(--image-size N) to resize them to N x N")
+        image_size = width
+    resized = sum(n for (w, h), n in sizes.items() if (w, h) != (image_size, image_size))
+    return image_size, resized
+
+
+def _materialize(dataset: ImageDataset, folder: Path, image_size: int, in_memory: bool, progress: bool) -> ImageDataset:
+    """``dataset`` (image files) at ``image_size``: decoded now when ``in_memory``, else read from disk on each access."""
+    files = list(dataset._images)  # type: ignore[arg-type]
+    images = _decode_all(files, image_size, f"decoding {folder}", progress) if in_memory else files
+    return ImageDataset(images, dataset.targets, image_size=image_size)  # type: ignore[arg-type]
+
+
+def _split_folder(
+    targets: list[int], given: dict[str, ImageDataset], fractions: dict[str, float | None], seed: int, classes: list[str]
+) -> tuple[list[list[int]], list[str]]:
+    """Positions of ``train/`` kept for training and held out for ``val`` and ``test`` (empty
+    for a split that has its own folder), and the notes that say how each split was made."""
+    wanted = [fractions[split] or 0.0 for split in ("val", "test")]
+    train_idx, val_idx, test_idx = stratified_split(targets, wanted, seed, classes)
+    notes = []
+    for split, fraction in zip(("val", "test"), wanted):
+        if split in given:
+            notes.append(f"{split} = {split}/ ({len(given[split])} images)")
+        elif fraction:
+            notes.append(f"{split} = {fraction:.0%} of every class of train/ (stratified, seed {seed})")
+    if "val" not in given and not val_idx:
+        notes.append("no validation split (val_fraction=0)")
+    return [train_idx, val_idx, test_idx], notes
+
+
+def _folder_statistics(
+    normalize: str, train: ImageDataset, stats_images: int, seed: int
+) -> tuple[tuple[float, ...], tuple[float, ...], str]:
+    """The normalization's per-channel ``(mean, std, note)``: ImageNet's, or the training split's."""
+    if normalize == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD, "normalization: ImageNet's mean and std"
+    mean, std = _channel_stats(train, stats_images, seed)
+    note = (f"normalization: mean {list(mean)}, std {list(std)} of the training split "
+            f"({min(len(train), stats_images)} images)")
+    return mean, std, note
+
+
+def _held_out_split(
+    split: str, given: dict[str, ImageDataset], full_train: ImageDataset, indices: list[int], transform: Normalize
+) -> ImageDataset | None:
+    """``val`` or ``test``: its own folder when it has one, else its positions of ``train/``
+    (None when there are none: ``val_fraction=0``)."""
+    if split in given:
+        return given[split].subset(range(len(given[split])), transform=transform)
+    return full_train.subset(indices, transform=transform) if indices else None

@@ -1,4 +1,6 @@
-"""Reading image folders (``<root>/<class>/*.jpg``) into memory or from disk.
+"""Reading image folders (``<root>/<class>/*.jpg``) into memory or from disk, and the facts
+:func:`tickets.data.datasets.load_folder_dataset` reads off them: the image sizes (headers
+only) and the per-channel statistics of the pixels.
 """
 
 from __future__ import annotations

@@ -135,8 +135,8 @@ class BatchLoader:
     """Batches of an in-memory data set made with tensor operations, in a sampler's order.
 
     Iterating gives ``(inputs, targets, indices)`` batches like a ``DataLoader`` over
-    :class:`tickets.sampler.IndexedDataset` with the same sampler and batch size would, cut by
-    the library's batching rule (:mod:`tickets.batching`: the last batch may be smaller, and a
+    :class:`tickets.data.sampling.IndexedDataset` with the same sampler and batch size would, cut by
+    the library's batching rule (:mod:`tickets.data.batching`: the last batch may be smaller, and a
     last single sample joins the batch before it, so no batch holds one sample), but each
     batch is one gather from the decoded uint8 images plus a batched transform
     (:meth:`ImageDataset.get_batch`): no per-sample Python, no worker processes. The sampler

@@ -1,4 +1,6 @@
-"""Splits of a data set: the train/val/test bundle, stratified and class-balanced subsets.
+"""Splitting a data set's samples: the validation split of a training set, class-balanced
+subsets and stratified splits (positions only; the data sets themselves are in
+:mod:`tickets.data.datasets`).
 """
 
 from __future__ import annotations
@@ -6,13 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 import numpy as np
 
-
 __all__ = ['validation_indices', 'balanced_subset', 'stratified_split']
 
 
-
-
-# --------------------------------------------------------------------------- splitting
 def validation_indices(targets: Sequence[int], val_size: int) -> list[int]:
     """Indices of the validation split taken from a training set.
 

@@ -120,7 +120,7 @@ def _random_step(transform: object, depth: int = 0) -> str | None:
     name = type(transform).__name__
     if "Random" in name or name in _RANDOM_TRANSFORMS:
         return name
-    for attribute in ("transforms", "steps"):  # Compose (v1, v2), tickets.data._Compose, RandomApply/Choice
+    for attribute in ("transforms", "steps"):  # Compose (v1, v2), tickets.data.transforms._Compose, RandomApply/Choice
         inner = getattr(transform, attribute, None)
         if isinstance(inner, (list, tuple)):
             for step in inner:

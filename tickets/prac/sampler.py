@@ -1,17 +1,17 @@
-"""The PrAC sampler and the dataset wrapper that carries each sample's index.
+"""The PrAC sampler.
 
 :class:`PrACSampler` is a ``torch.utils.data.Sampler`` over the current *Pruning-Aware
 Critical set* (all indices of the data set at first). ``tickets.prune`` replaces the set
 after every round with the samples that are hard to memorize or easy to forget under
-pruning (:mod:`tickets.stats`); between rounds it is an ordinary sampler that any
-``DataLoader`` accepts (``batch_size``, ``num_workers > 0``, ``persistent_workers``,
-prefetching).
+pruning (:mod:`tickets.prac.stats`, :mod:`tickets.prac.rules`); between rounds it is an
+ordinary sampler that any ``DataLoader`` accepts (``batch_size``, ``num_workers > 0``,
+``persistent_workers``, prefetching).
 
 Per-sample statistics never rely on the sampler and the loader staying in step (with
 workers and prefetching the loader runs ahead of the training step). Instead
-:class:`IndexedDataset` returns ``(input, target, index)``: the index travels inside the
-batch with its sample, through worker processes and the default collate function, so every
-prediction is attributed to the sample it was made on.
+:class:`tickets.data.sampling.IndexedDataset` returns ``(input, target, index)``: the index
+travels inside the batch with its sample, through worker processes and the default collate
+function, so every prediction is attributed to the sample it was made on.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ class PrACSampler(Sampler[int]):
         """A sampler that uses fixed, given sets: ``sets[k]`` in round ``k``.
 
         This is how a PrAC set found with one architecture is reused for another on the same
-        data: pass the sets of the first run (``tickets.imp.load_prac_sets(checkpoint_dir)``
+        data: pass the sets of the first run (``tickets.load_prac_sets(checkpoint_dir)``
         or ``[first_sampler.indices]``). Rounds after the last set keep using the last set.
         No statistics are needed to update it, so ``tickets.prune`` skips the disagreement
         pass for a replayed sampler.

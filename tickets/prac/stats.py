@@ -1,4 +1,6 @@
-"""Per-sample statistics of PrAC-guided IMP and the selection of the next PrAC set.
+"""Per-sample statistics of PrAC-guided IMP: :class:`SampleStats` and, for many processes,
+:class:`DistributedStats`. The selection of the next PrAC set from them is in
+:mod:`tickets.prac.rules`.
 
 Two signals, as in Zhang et al. (ICML 2021):
 
@@ -8,12 +10,14 @@ Two signals, as in Zhang et al. (ICML 2021):
   is a right-to-wrong change between two consecutive times the sample was shown. A sample
   never predicted right is *never learned* and gets the highest score.
 * **Easy to forget under pruning** (pruning-identified exemplars, Hooker et al.):
-  :func:`predict` the whole training split, without augmentation, in eval mode, with the
-  dense model of round 0 and with the current pruned model; :func:`disagreement` marks the
-  samples whose argmax predictions differ.
+  :func:`tickets.training.evaluation.predict` the whole training split, without
+  augmentation, in eval mode, with the dense model of round 0 and with the current pruned
+  model; :func:`tickets.prac.rules.disagreement` marks the samples whose argmax predictions
+  differ.
 
-:func:`select` takes the union (:class:`SelectionRule` for the variants: score threshold,
-top fraction, per-class balance, and what to do with an empty selection).
+:func:`tickets.prac.rules.select` takes the union (:class:`~tickets.prac.rules.SelectionRule`
+for the variants: score threshold, top fraction, per-class balance, and what to do with an
+empty selection).
 
 Recording costs a few vectorized tensor operations per batch on preallocated tensors on the
 model's device (no Python loop over samples, no host synchronization).

@@ -51,7 +51,7 @@ def tie_shared(model: nn.Module) -> None:
 
     Pruning a shared Parameter through one owner leaves the other owners reading it
     unmasked; here each of them gets the standard prune state around the same Parameter
-    and the same mask buffer (:func:`tickets.methods.share_mask`). Cheap when nothing is
+    and the same mask buffer (:func:`tickets.pruning.methods.share_mask`). Cheap when nothing is
     tied: one pass over the parameters.
     """
     owners: dict[int, list[tuple[nn.Module, str]]] = {}

@@ -199,7 +199,7 @@ def _current_mask(module: nn.Module, name: str) -> torch.Tensor:
     return torch.ones_like(_original(module, name), dtype=torch.bool)
 
 
-# Ids of the guarded root forwards now running, innermost last; see tickets.guard.
+# Ids of the guarded root forwards now running, innermost last; see tickets.pruning.guard.
 _active_forward: list[int] = []
 
 

@@ -140,7 +140,7 @@ def prunable_parameters(
     Convolution and linear weights (``nn.MultiheadAttention``'s input projection included);
     never biases, normalization or embeddings. A tensor shared by several modules is listed
     once, so it gets one mask. Also installs the mask guard on ``model``
-    (:func:`tickets.guard.install_guard`) so weights read functionally stay masked.
+    (:func:`tickets.pruning.guard.install_guard`) so weights read functionally stay masked.
 
     Args:
         model: the model.

@@ -7,19 +7,87 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 import tickets.pruning.methods as methods
+from tickets.prac.sampler import PrACSampler
 from tickets.data.transforms import random_transform
-from tickets.data.sampling import targets_of
+from tickets.data.sampling import dataset_of, targets_of
 from tickets.training.schedule import Schedule, parse_step
 
 __all__ = []
 
 
 # ---------------------------------------------------------------------- checks
+def _check_search_arguments(model: Any, sampler: Any, rounds: Any, start_from: Any) -> None:
+    """The checks of a search's model, ``rounds``, ``start_from`` and the kind of its sampler
+    argument that need nothing resolved (run before the option groups are resolved)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
+    _refuse_pruned(model)
+    if start_from is not None and not isinstance(start_from, (str, Path)):
+        raise TypeError(f"start_from must be the checkpoint_dir (str or Path) of another search; got {type(start_from).__name__}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be an int >= 1 (round 0 is the dense training); got {rounds!r}")
+    if isinstance(sampler, DataLoader):
+        raise TypeError(
+            f"the second argument is a DataLoader (over a {type(sampler.dataset).__name__}): pass a sampler or the "
+            f"data set instead, e.g. PrACSampler(train_set) for PrAC IMP, RandomSampler(train_set) for IMP on "
+            f"the full data, or train_set itself (= PrACSampler(train_set)); the search builds its loaders "
+            f"(batch_size= sets the batch, num_workers= and loader_kwargs= the DataLoader options; own loops "
+            f"use search.loader())"
+        )
+
+
+def _resolve_training_data(sampler: Sampler[int] | Dataset | None, train_data: Dataset | None,
+                           train_eval_data: Any, seed: Any) -> tuple[Sampler[int], Dataset]:
+    """The search's sampler and training set from its arguments (a data set, or None with
+    ``train_data``, means ``PrACSampler(train_data, seed=seed)``), checked to agree with each
+    other and with ``train_eval_data``, labelled, and (a PrACSampler) of the same size."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int; got {seed!r}")
+    if isinstance(sampler, Dataset):
+        sampler = PrACSampler(sampler, seed=seed)
+    if sampler is None:
+        if train_data is None:
+            raise ValueError("pass a sampler over the training set (PrACSampler(train_set) or RandomSampler(train_set))")
+        sampler = PrACSampler(train_data, seed=seed)
+    if train_data is not None and not isinstance(train_data, Dataset):
+        raise TypeError(f"train_data must be a map-style Dataset (the loader is built for you); got {type(train_data).__name__}")
+    if not isinstance(sampler, Sampler) and not hasattr(sampler, "__iter__"):
+        raise TypeError(f"sampler must be a torch Sampler; got {type(sampler).__name__}")
+    source = dataset_of(sampler)
+    if train_data is None:
+        if source is None:
+            raise ValueError(f"{type(sampler).__name__} does not say which data set it samples: pass train_data=")
+        train_data = source
+    elif source is not None and source is not train_data:
+        raise ValueError(
+            f"the sampler draws from a {type(source).__name__} of {len(source):,} samples, not from train_data "  # type: ignore[arg-type]
+            f"({type(train_data).__name__} of {len(train_data):,}): build the sampler over the training set"  # type: ignore[arg-type]
+        )
+    _check_labelled(train_data, "train_data")
+    _check_labelled(train_eval_data, "train_eval_data")
+    n = len(train_data)  # type: ignore[arg-type]
+    if isinstance(train_eval_data, Dataset) and len(train_eval_data) != n:  # type: ignore[arg-type]
+        raise ValueError(f"train_eval_data has {len(train_eval_data):,} samples; train_data has {n:,}: they must be the same split")  # type: ignore[arg-type]
+    if isinstance(sampler, PrACSampler) and sampler.num_samples != n:
+        raise ValueError(f"the PrACSampler covers {sampler.num_samples:,} samples but train_data has {n:,}")
+    return sampler, train_data  # type: ignore[return-value]
+
+
+def _check_world_batch(batch_size: int, world_size: int) -> None:
+    """Under torch.distributed ``batch_size`` is the global batch: a multiple of the world size."""
+    if world_size > 1 and batch_size % world_size:
+        raise ValueError(
+            f"batch_size {batch_size} is the global batch of all {world_size} processes: it must be "
+            f"a multiple of the world size"
+        )
+
+
 def _is_label(value: Any) -> bool:
     if isinstance(value, bool):
         return False
@@ -144,6 +212,21 @@ def _time_ratio(sched: Schedule, n: int, set_size: int, min_step_fraction: float
     if epochs <= plain:
         return ratio, False
     return epochs / sched.epochs, True
+
+
+def _round_schedule(sched: Schedule, n: int, set_size: int, k: int, rewind_epochs: float, *, scale: bool,
+                    min_step_fraction: float, world_size: int) -> tuple[Schedule, int, bool]:
+    """Round ``k``'s schedule on a set of ``set_size`` of ``n`` samples, the step it starts
+    at (after a rewind: the rewind point in that schedule, before its end) and whether the
+    small-set floor raised it. ``scale``: a PrAC round's schedule is scaled by its set
+    (:func:`_time_ratio`)."""
+    scaled = scale and set_size / n < 1.0
+    time_ratio, floored = _time_ratio(sched, n, set_size, min_step_fraction, world_size) if scaled else (1.0, False)
+    round_sched = sched.scaled(time_ratio) if scaled else sched
+    spe = round_sched.steps_per_epoch(set_size, world_size)
+    last = round_sched.total_steps(set_size, world_size) - 1
+    start = 0 if k == 0 else min(int(round(rewind_epochs * time_ratio * spe)), last)
+    return round_sched, start, floored
 
 
 def _qualified(model: nn.Module, parameters: list[tuple[nn.Module, str]]) -> list[str]:

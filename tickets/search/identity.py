@@ -4,11 +4,17 @@ description, and the origin checks of ``start_from``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 import torch
+from torch import nn
+from tickets.pruning.rewind import snapshot
 from tickets.prac.sampler import PrACSampler
+from tickets.prac.rules import SelectionRule
+from tickets.training.schedule import Schedule
+from tickets.search.options import EarlyBird, PrACOptions, Pruning
 
 
 __all__ = ['describe_optimizer']
@@ -109,8 +115,6 @@ def _describe_diff(diff: Sequence[tuple[str, Any, Any]], before: str = "saved") 
 
 def _digest(state: Mapping[str, torch.Tensor]) -> str:
     """A SHA-256 of a state dict's keys, dtypes, shapes and values (initial weights' identity)."""
-    import hashlib
-
     h = hashlib.sha256()
     for key in sorted(state):
         t = state[key].detach().cpu().contiguous().reshape(-1)
@@ -140,3 +144,64 @@ def _sampler_identity(sampler: Any) -> dict[str, Any]:
     if isinstance(generator, torch.Generator):
         identity["generator"] = _digest({"state": generator.get_state()})
     return identity
+
+
+def _origin(model: nn.Module, sampler: Any, n: int) -> dict[str, Any]:
+    """What round 0 starts from: a digest of the model's weights, the sampler's identity
+    (type, seed, shuffling, generator state) and a digest of round 0's set."""
+    return {
+        "init": _digest(snapshot(model)),
+        "sampler": _sampler_identity(sampler),
+        "set": _digest({"set": _first_set(sampler, n)}),
+    }
+
+
+# ---------------------------------------------------------------------- the fingerprint
+def _engine_optimizer(schedule: Schedule, model: nn.Module) -> dict[str, Any]:
+    """What the engine's optimizer factory builds for ``model`` (class and every param-group
+    hyperparameter), JSON-normalized; an own loop builds its optimizer after begin_round(),
+    so :meth:`Round.attach` checks that one instead."""
+    built = schedule.make_optimizer([p for p in model.parameters() if p.requires_grad])
+    return json.loads(json.dumps(describe_optimizer(built)))
+
+
+def _run_config(*, rounds: int, schedule: Schedule, pruning: Pruning, prac: PrACOptions, rewind_step: int,
+                num_samples: int, sampler: Any, adaptive: bool, seed: int, rule: SelectionRule, names: list[str],
+                classes: int, precision: str, optimizer: dict[str, Any] | None, world_size: int) -> dict[str, Any]:
+    """The settings of a search that a resume must match (its JSON form is the fingerprint):
+    ``optimizer`` is the engine's (:func:`_engine_optimizer`; None: an own loop)."""
+    bird = pruning.early_bird
+    bird_repr = repr(bird if isinstance(bird, EarlyBird) else EarlyBird()) if bird else None
+    config: dict[str, Any] = {
+        "rounds": rounds, "amount": float(pruning.amount), "schedule": schedule.to_dict(), "rewind_to": rewind_step,
+        "rewind": pruning.rewind, "num_samples": num_samples, "sampler": type(sampler).__name__, "adaptive": adaptive,
+        "seed": seed, "selection": rule.to_dict() if adaptive else None,
+        "scale_schedule": prac.scale_schedule, "early_bird": bird_repr, "parameters": names,
+        "classes": classes, "precision": precision,
+        "min_step_fraction": float(prac.min_step_fraction) if adaptive else None,
+    }
+    if optimizer is not None:
+        config["optimizer"] = optimizer
+    else:
+        config["loop"] = "own"
+    if world_size > 1:  # a distributed run resumes with the same number of processes
+        config["world_size"] = world_size
+    return config
+
+
+def _ticket_meta(config: Mapping[str, Any], *, is_prac: bool, rewind_epochs: float, schedule: Schedule,
+                 engine: bool, meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The base ``meta`` of a search's tickets, from its :func:`_run_config` and the
+    user's ``meta``; the schedule without the SGD fields when they never ran."""
+    trained_schedule = schedule.to_dict()
+    if not engine or schedule.optimizer is not None:  # the SGD fields never ran: say what did
+        for key in ("lr", "momentum", "weight_decay", "nesterov"):
+            trained_schedule.pop(key, None)
+    return {
+        "method": "prac-imp" if is_prac else "imp", "rewind": config["rewind"], "rewind_step": config["rewind_to"],
+        "rewind_epochs": rewind_epochs, "amount": config["amount"], "rounds": config["rounds"],
+        "num_samples": config["num_samples"], "classes": config["classes"], "schedule": trained_schedule,
+        "seed": config["seed"],
+        "optimizer": config.get("optimizer"),  # None for own loops: each round's history entry has it
+        "selection": config["selection"], **dict(meta or {}),
+    }

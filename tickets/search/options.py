@@ -150,7 +150,7 @@ class PrACOptions:
     """How PrAC rounds pick their sets and scale their schedule (ignored for vanilla IMP).
 
     Args:
-        selection: how the next set is chosen (:class:`tickets.stats.SelectionRule`); None =
+        selection: how the next set is chosen (:class:`tickets.SelectionRule`); None =
             the paper's rule (hard to memorize ∪ dense/pruned disagreement).
         scale_schedule: scale a round's schedule by ``r = |PrAC| / N`` (the paper); False
             trains every round for the full number of epochs.

@@ -1,4 +1,8 @@
-"""One round of a search as a training loop sees it: :class:`Round`.
+"""One round of a search as a training loop sees it: :class:`Round`, and the batch sampler
+of :meth:`TicketSearch.loader`.
+
+A round needs a few facts and hooks of its search, named by :class:`RoundOwner` (the
+search's module imports this one, so a round knows its search by that protocol, not by class).
 """
 
 from __future__ import annotations
@@ -6,8 +10,9 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 import torch
+from torch import nn
 from torch.utils.data import Sampler
 from tickets import parallel as _dist
 import tickets.pruning.methods as methods
@@ -15,21 +20,49 @@ from tickets.data.batching import EpochBatchSampler
 from tickets.pruning.rewind import enforce_masks
 from tickets.prac.stats import SampleStats
 from tickets.training.schedule import Schedule
-from tickets.training.trainer import _load_state, _state_copy
+from tickets.training.results import EvalResult
+from tickets.training.checkpoint import load_state as _load_state, state_copy as _state_copy
 from tickets.search.identity import _describe_diff, _optimizer_diff, describe_optimizer
-from tickets.search.options import EarlyBird
+from tickets.search.journal import Journal
+from tickets.search.options import EarlyBird, Pruning
 
 
 __all__ = ['Round']
 
 
+class RoundOwner(Protocol):
+    """What a :class:`Round` and its batch sampler use of their search
+    (:class:`tickets.search.ticket_search.TicketSearch` is the implementation)."""
+
+    model: nn.Module
+    sampler: Sampler[int]
+    num_samples: int
+    classes: int
+    is_prac: bool
+    rank: int
+    world_size: int
+    pruning: Pruning
+    parameters: list[tuple[nn.Module, str]]
+    names: list[str]
+    _journal: Journal  # the run (its history) and metrics.jsonl
+    _used_optimizers: weakref.WeakSet[torch.optim.Optimizer]  # of earlier rounds: refused
+
+    @property
+    def current(self) -> Round | None: ...
+
+    @property
+    def _rank_batch(self) -> int: ...
+
+    def _stepped(self, rnd: Round) -> None: ...
+
+
 # ---------------------------------------------------------------------- the search
 class _RoundSampler(EpochBatchSampler):
     """The batches of the search's sampler (this process's share under torch.distributed), cut
-    by the batching rule of :mod:`tickets.batching` and to the open round's current epoch (see
+    by the batching rule of :mod:`tickets.data.batching` and to the open round's current epoch (see
     :meth:`TicketSearch.loader`): a ``batch_sampler``."""
 
-    def __init__(self, search: TicketSearch) -> None:
+    def __init__(self, search: RoundOwner) -> None:
         self.search = search
         source: Sampler[int] = search.sampler
         if search.world_size > 1:  # this rank's share of every epoch
@@ -37,7 +70,7 @@ class _RoundSampler(EpochBatchSampler):
         super().__init__(source, search._rank_batch, self._left)
 
     def _left(self) -> int | None:
-        rnd = self.search._open
+        rnd = self.search.current
         if rnd is None:
             return None
         left = min(rnd.steps_per_epoch - rnd.step % rnd.steps_per_epoch, rnd.total_steps - rnd.step)
@@ -68,7 +101,7 @@ class Round:
         log: one dict per :meth:`end_epoch`.
     """
 
-    def __init__(self, search: TicketSearch, index: int, schedule: Schedule, start_step: int,
+    def __init__(self, search: RoundOwner, index: int, schedule: Schedule, start_step: int,
                  set_size: int, floored: bool, stats: SampleStats | None) -> None:
         self.search = search
         self.index = index
@@ -169,38 +202,8 @@ class Round:
                 included): the own-loop counterpart of the run's fingerprint, which cannot see
                 an optimizer built after ``begin_round()``.
         """
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer; got {type(optimizer).__name__}")
-        search = self.search
-        if optimizer in search._used_optimizers:
-            raise ValueError(
-                f"round {self.index} got the optimizer of an earlier round: create a fresh optimizer (and "
-                f"scheduler) after begin_round() in every round; its momentum/moment state belongs to weights "
-                f"that were pruned and rewound"
-            )
-        if len(optimizer.state) > 0:
-            raise ValueError(
-                f"the optimizer already holds state (momentum or moments) for {len(optimizer.state)} tensors: "
-                f"create a fresh optimizer after begin_round() (or clear optimizer.state) for round {self.index}"
-            )
-        trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        for (module, name), q in zip(search.parameters, search.names):
-            tensor = methods._original(module, name)
-            if id(tensor) not in trained:
-                raise ValueError(
-                    f"the optimizer does not train {q!r}, a tensor being pruned: build it over "
-                    f"model.parameters() of the model given to the search"
-                )
-        described = describe_optimizer(optimizer)
-        earlier = next((h["optimizer"] for h in reversed(search._run.history) if h.get("optimizer")), None)
-        diff = _optimizer_diff(earlier, described) if earlier is not None else []
-        if diff:
-            raise ValueError(
-                f"round {self.index} got another optimizer than the earlier rounds of this search "
-                f"({_describe_diff(diff, before='earlier')}): a search trains every round with one recipe; build the "
-                f"same optimizer each round, or start a new search (another checkpoint_dir) for another recipe"
-            )
-        search._used_optimizers.add(optimizer)
+        described = _checked_optimizer(optimizer, self.search, self.index)
+        self.search._used_optimizers.add(optimizer)
         self._optimizer = weakref.ref(optimizer)
         self._optimizer_record = described
 
@@ -279,33 +282,7 @@ class Round:
         if self.stopped:
             raise RuntimeError(f"round {self.index} was stopped by the early-bird test: end it with end_round()")
         search = self.search
-        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise ValueError(f"logits must be a [batch, classes] tensor; got {shape}")
-        batch, classes = logits.shape
-        if classes != search.classes:
-            raise ValueError(f"logits have {classes} classes; the model gave {search.classes} when the search checked it")
-        idx = torch.as_tensor(indices)
-        if idx.dim() != 1 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
-            raise TypeError(f"indices must be a 1-d integer tensor of sample positions; got {idx.dtype} of shape {tuple(idx.shape)}")
-        if idx.numel() != batch:
-            raise ValueError(f"{idx.numel()} indices for {batch} logits: report the indices of the batch the logits came from")
-        target = torch.as_tensor(targets)
-        if target.dim() == 2 and target.shape == logits.shape:
-            target = target.argmax(1)
-        if target.dim() != 1 or target.numel() != batch or target.dtype.is_floating_point:
-            raise ValueError(
-                f"targets must be {batch} class labels (or a [{batch}, {classes}] soft target); got "
-                f"{target.dtype} of shape {tuple(target.shape)}"
-            )
-        cpu = idx.detach().long().cpu()
-        n = search.num_samples
-        if batch and (int(cpu.min()) < 0 or int(cpu.max()) >= n):
-            bad = int(cpu.min()) if int(cpu.min()) < 0 else int(cpu.max())
-            raise ValueError(
-                f"index {bad} is outside the training set (0..{n - 1}): report positions in the search's "
-                f"train_data (batches of search.loader() or IndexedDataset(train_set) carry them)"
-            )
+        cpu, target, batch = _checked_batch(indices, logits, targets, search.classes, search.num_samples)
         if self._member is not None:
             outside = ~self._member[cpu]
             if bool(outside.any()):
@@ -324,17 +301,23 @@ class Round:
         self.step += 1
         search._stepped(self)
 
-    def end_epoch(self, val_acc: float | None = None, val_loss: float | None = None, **metrics: Any) -> bool:
+    def end_epoch(self, val_acc: float | EvalResult | None = None, val_loss: float | None = None,
+                  **metrics: Any) -> bool:
         """Close an epoch; returns True when the round should stop (the early-bird test).
 
         Args:
             val_acc: the epoch's validation accuracy, a number in [0, 1] (optional), e.g.
-                ``tickets.evaluate(model, val_set).accuracy`` (``evaluate`` returns an
-                :class:`tickets.training.EvalResult`, not a number): the round then keeps
-                its best-validation weights, as the engine does, and :meth:`restore_best` or
-                :meth:`TicketSearch.end_round` loads them.
+                ``tickets.evaluate(model, val_set).accuracy``, or the
+                :class:`tickets.training.EvalResult` of ``tickets.evaluate`` itself (its
+                ``accuracy`` is taken, and its ``loss`` when ``val_loss`` is not given): the
+                round then keeps its best-validation weights, as the engine does, and
+                :meth:`restore_best` or :meth:`TicketSearch.end_round` loads them.
             val_loss: the matching loss (recorded).
             metrics: other JSON-able numbers, recorded in :attr:`log`.
+
+        Raises:
+            TypeError: ``val_acc`` is neither a number nor an ``EvalResult``.
+            ValueError: ``val_acc`` is outside [0, 1] (a percentage?).
         """
         if self.closed:
             raise RuntimeError(f"round {self.index} is closed")
@@ -344,8 +327,10 @@ class Round:
             self.stats.flush()  # type: ignore[union-attr]  # the epoch's statistics of every rank
         _dist.broadcast_buffers(self.search.model)  # every rank evaluates with rank 0's buffers
         entry: dict[str, Any] = {"epoch": (self.step - 1) // self.steps_per_epoch + 1, "step": self.step, **metrics}
+        if isinstance(val_acc, EvalResult):
+            val_acc, val_loss = val_acc.accuracy, val_acc.loss if val_loss is None else val_loss
         if val_acc is not None:
-            val = float(val_acc)
+            val = _number(val_acc, "val_acc")
             if not 0.0 <= val <= 1.0:
                 raise ValueError(f"val_acc must be an accuracy in [0, 1]; got {val_acc!r}")
             entry["val_acc"] = val
@@ -358,8 +343,8 @@ class Round:
             self.stopped = True
             entry["early_stop"] = True
         self.log.append(entry)
-        self.search._metrics({"kind": "epoch", "round": self.index, **entry, "epochs": self.epochs,
-                              "steps_trained": self.steps, "total_steps": self.total_steps})
+        self.search._journal.metrics({"kind": "epoch", "round": self.index, **entry, "epochs": self.epochs,
+                                      "steps_trained": self.steps, "total_steps": self.total_steps})
         self._epoch_steps = 0
         self._sync_epoch()
         return self.stopped
@@ -375,3 +360,87 @@ class Round:
     def __repr__(self) -> str:
         return (f"Round({self.index}: {self.set_size:,} samples ({self.fraction:.1%}), {self.epochs} epochs, "
                 f"step {self.step}/{self.total_steps}, from {self.start_step})")
+
+
+def _checked_optimizer(optimizer: Any, search: RoundOwner, index: int) -> dict[str, Any]:
+    """The checks of :meth:`Round.attach` for round ``index``: an optimizer, fresh (not of an
+    earlier round, no state), training every pruned tensor, of the recipe the earlier rounds
+    recorded. Returns its :func:`describe_optimizer` record."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer; got {type(optimizer).__name__}")
+    if optimizer in search._used_optimizers:
+        raise ValueError(
+            f"round {index} got the optimizer of an earlier round: create a fresh optimizer (and "
+            f"scheduler) after begin_round() in every round; its momentum/moment state belongs to weights "
+            f"that were pruned and rewound"
+        )
+    if len(optimizer.state) > 0:
+        raise ValueError(
+            f"the optimizer already holds state (momentum or moments) for {len(optimizer.state)} tensors: "
+            f"create a fresh optimizer after begin_round() (or clear optimizer.state) for round {index}"
+        )
+    trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    for (module, name), q in zip(search.parameters, search.names):
+        tensor = methods._original(module, name)
+        if id(tensor) not in trained:
+            raise ValueError(
+                f"the optimizer does not train {q!r}, a tensor being pruned: build it over "
+                f"model.parameters() of the model given to the search"
+            )
+    described = describe_optimizer(optimizer)
+    earlier = next((h["optimizer"] for h in reversed(search._journal.run.history) if h.get("optimizer")), None)
+    diff = _optimizer_diff(earlier, described) if earlier is not None else []
+    if diff:
+        raise ValueError(
+            f"round {index} got another optimizer than the earlier rounds of this search "
+            f"({_describe_diff(diff, before='earlier')}): a search trains every round with one recipe; build the "
+            f"same optimizer each round, or start a new search (another checkpoint_dir) for another recipe"
+        )
+    return described
+
+
+def _number(value: Any, name: str) -> float:
+    """``value`` as a float; a TypeError naming its type when it is not a number."""
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{name} must be a number (a float) or the EvalResult of tickets.evaluate; got {type(value).__name__}"
+        ) from None
+
+
+def _checked_batch(indices: torch.Tensor | Sequence[int], logits: torch.Tensor, targets: torch.Tensor,
+                   classes: int, n: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The checks of one :meth:`Round.report`: ``logits`` ``[batch, classes]`` of the model's
+    class count, ``batch`` integer ``indices`` into the training set of ``n`` samples, ``batch``
+    class labels (or soft targets). Returns the indices (long, on the CPU), the labels and the
+    batch size."""
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"logits must be a [batch, classes] tensor; got {shape}")
+    batch, found = logits.shape
+    if found != classes:
+        raise ValueError(f"logits have {found} classes; the model gave {classes} when the search checked it")
+    idx = torch.as_tensor(indices)
+    if idx.dim() != 1 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
+        raise TypeError(f"indices must be a 1-d integer tensor of sample positions; got {idx.dtype} of shape {tuple(idx.shape)}")
+    if idx.numel() != batch:
+        raise ValueError(f"{idx.numel()} indices for {batch} logits: report the indices of the batch the logits came from")
+    target = torch.as_tensor(targets)
+    if target.dim() == 2 and target.shape == logits.shape:
+        target = target.argmax(1)
+    if target.dim() != 1 or target.numel() != batch or target.dtype.is_floating_point:
+        raise ValueError(
+            f"targets must be {batch} class labels (or a [{batch}, {found}] soft target); got "
+            f"{target.dtype} of shape {tuple(target.shape)}"
+        )
+    cpu = idx.detach().long().cpu()
+    if batch and (int(cpu.min()) < 0 or int(cpu.max()) >= n):
+        bad = int(cpu.min()) if int(cpu.min()) < 0 else int(cpu.max())
+        raise ValueError(
+            f"index {bad} is outside the training set (0..{n - 1}): report positions in the search's "
+            f"train_data (batches of search.loader() or IndexedDataset(train_set) carry them)"
+        )
+    return cpu, target, int(batch)

@@ -1,5 +1,6 @@
 """The run folder of a search (``checkpoint_dir``): the state file and its compact
-encoding, the PrAC sets, round 0's file for ``start_from``.
+encoding, the PrAC sets, round 0's file for ``start_from`` (stored with the same encoding).
+Its lock (one search per folder) is :mod:`tickets.search.lock`.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class _Run:
     sets: dict[int, torch.Tensor] = field(default_factory=dict)
     extra_wall: float = 0.0
     # the finished last round's per-sample statistics (PrAC), kept so that a later run with more
-    # rounds can pick the next set as an uninterrupted run would have (see TicketSearch._advance)
+    # rounds can pick the next set as an uninterrupted run would have (see tickets.search.start.advance)
     stats: dict[str, torch.Tensor] | None = None
     # what round 0 started from (initial weights' digest, data order): checked by start_from
     origin: dict[str, Any] | None = None
@@ -244,6 +245,17 @@ ROUND0_FORMAT = "torch-tickets/round-0"
 ROUND0_FILE = "round_0.pt"
 
 
+ROUND0_VERSION = 2  # 2: tensors stored compactly (see _Encoder); 1 (plain tensors) still loads
+
+
+def _save_round_0(record: dict[str, Any], directory: Path) -> None:
+    """Write round 0's record (``format``: :data:`ROUND0_FORMAT`) to ``directory/round_0.pt``,
+    atomically, its tensors stored as state.pt stores them (:class:`_Encoder`; version 2)."""
+    encoder = _Encoder()
+    encoder(record.get("rewind_state"))  # first, as in state.pt: other tensors may be masked copies of it
+    atomic_save(encoder({**record, "version": ROUND0_VERSION}), directory / ROUND0_FILE)
+
+
 def _load_round_0(source: Path) -> dict[str, Any]:
     """The finished round 0 recorded in another search's checkpoint_dir (``round_0.pt``)."""
     if not source.is_dir():
@@ -261,7 +273,12 @@ def _load_round_0(source: Path) -> dict[str, Any]:
         raise ValueError(f"{str(path)!r} is not a readable round-0 record of torch-tickets: {e}") from None
     if not isinstance(record, dict) or record.get("format") != ROUND0_FORMAT:
         raise ValueError(f"{str(path)!r} is not a round-0 record of torch-tickets")
-    return record
+    if record.get("version") not in (1, ROUND0_VERSION):
+        raise ValueError(
+            f"{str(path)!r} is a round-0 record of version {record.get('version')!r}; this torch-tickets reads "
+            f"versions 1 and {ROUND0_VERSION}: upgrade torch-tickets to start from it"
+        )
+    return _decode(record)
 
 
 def _check_rounds(run: _Run, rounds: int, directory: Path | None) -> None:

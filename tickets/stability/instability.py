@@ -14,9 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 import tickets.pruning.methods as methods
+from tickets.stability.interpolation import (
+    Batches, ErrorBarrier, _as_batches, _check_alphas, _check_count, _check_model, _device_of, _evaluate, _interpolate_many,
+)
 from tickets.ticket.ticket import Ticket
-from tickets.stability.interpolation import Batches, ErrorBarrier, _as_batches, _check_alphas, _check_count, _check_model, _evaluate, _interpolate_many
-from tickets.stability.interpolation import _device_of
+from tickets.training.loop import train as _train
+from tickets.training.schedule import Schedule, make_schedule, parse_step
 
 __all__ = ['Instability', 'TrainFn', 'instability']
 
@@ -87,31 +90,30 @@ def _engine_train(
     device: torch.device | str | None,
     **schedule: Any,
 ) -> Any:
-    from tickets import training
-
-    return training.train(model, data, seed=seed, start_step=start_step, stop_step=stop_step,
-                          device=device, **schedule)
+    return _train(model, data, seed=seed, start_step=start_step, stop_step=stop_step, device=device, **schedule)
 
 
 def _schedule_kwargs(schedule: Any) -> dict[str, Any]:
-    """The schedule as trainer keyword arguments: a mapping as it is, a Schedule as ``schedule=``."""
-    from tickets.training.schedule import Schedule
-
+    """The schedule as trainer keyword arguments: a mapping as it is, a Schedule as ``schedule=``;
+    it must leave the arguments instability sets for each copy to it."""
     if isinstance(schedule, Schedule):
-        return {"schedule": schedule}
-    if isinstance(schedule, Mapping):
-        return dict(schedule)
-    raise TypeError(
-        f"schedule must be a tickets.training.Schedule or a mapping of trainer keyword arguments "
-        f"(epochs=, batch_size=, lr=, milestones=, ...); got {type(schedule).__name__}"
-    )
+        kwargs = {"schedule": schedule}
+    elif isinstance(schedule, Mapping):
+        kwargs = dict(schedule)
+    else:
+        raise TypeError(
+            f"schedule must be a tickets.training.Schedule or a mapping of trainer keyword arguments "
+            f"(epochs=, batch_size=, lr=, milestones=, ...); got {type(schedule).__name__}"
+        )
+    clash = sorted({"seed", "start_step", "stop_step", "device", "start_epoch"} & set(kwargs))
+    if clash:
+        raise ValueError(f"schedule must not set {clash}: instability sets them for each copy")
+    return kwargs
 
 
 def _resolve_step(value: int | str, data: Any, schedule: dict[str, Any], engine: bool) -> int:
     """``rewind_to`` in optimizer steps; epochs (``"3ep"``) need the engine's batch arithmetic."""
     if isinstance(value, str) and engine and not value.strip().lower().endswith("it"):
-        from tickets.training.schedule import make_schedule, parse_step
-
         if isinstance(data, DataLoader):
             per_epoch = max(1, len(data))
         else:
@@ -137,9 +139,56 @@ def _step(value: int | str, argument: str) -> int:
     return int(value)
 
 
+def _seeds(seeds: tuple[int, int]) -> tuple[int, int]:
+    """The two training seeds as ints; they must be two, and differ."""
+    if isinstance(seeds, (str, bytes)) or len(tuple(seeds)) != 2:
+        raise ValueError(f"seeds must be two different ints, e.g. (1, 2); got {seeds!r}")
+    seed_a, seed_b = (int(s) for s in seeds)
+    if seed_a == seed_b:
+        raise ValueError(f"seeds must differ (the copies need different SGD noise); got {seeds!r}")
+    return seed_a, seed_b
+
+
+def _starting_model(model_or_ticket: nn.Module | Ticket, model: nn.Module | None) -> nn.Module:
+    """A copy holding the starting weights: the model's, or the ticket applied to a copy of ``model``."""
+    if not isinstance(model_or_ticket, Ticket):
+        return copy.deepcopy(_check_model(model_or_ticket, "model_or_ticket"))
+    if model_or_ticket.rewind_state is None:
+        raise ValueError("the ticket has no rewind state: instability starts from its rewind weights")
+    if model is None:
+        raise ValueError("a ticket needs model=: a fresh, unpruned model of the ticket's architecture")
+    return model_or_ticket.apply(copy.deepcopy(_check_model(model, "model")))
+
+
+def _train_copies(
+    start: nn.Module, data: Any, train: TrainFn, seeds: tuple[int, int], k: int, from_init: bool,
+    device: torch.device, schedule: dict[str, Any],
+) -> tuple[list[nn.Module], list[Any]]:
+    """The two copies of ``start`` trained from step ``k`` to the end, one per seed (in eval
+    mode), and their histories; with ``from_init``, ``start`` is first trained to step ``k``
+    with the first seed."""
+    if from_init and k > 0:
+        train(start, data, seed=seeds[0], start_step=0, stop_step=k, device=device, **schedule)
+    copies, histories = [], []
+    for seed in seeds:
+        twin = copy.deepcopy(start)
+        histories.append(train(twin, data, seed=seed, start_step=k, stop_step=None, device=device, **schedule))
+        copies.append(twin.eval())
+    return copies, histories
+
+
 def _accuracy(model: nn.Module, data: Batches, device: torch.device, batches: int | None) -> float:
     error, _, _ = _evaluate(model, data, device, batches, F.cross_entropy)
     return 1.0 - error
+
+
+def _sparsity(model: nn.Module) -> float:
+    """Fraction of pruned weights over the pruned tensors of ``model`` (0 when it has none)."""
+    found = methods.masks(model)
+    if not found:
+        return 0.0
+    total = sum(m.numel() for m in found.values())
+    return 1.0 - sum(int(m.sum()) for m in found.values()) / total
 
 
 def instability(
@@ -213,57 +262,29 @@ def instability(
         ValueError: equal seeds, a ticket without a rewind state or without ``model``, a bad
             ``rewind_to``; the errors of :func:`interpolate`.
     """
-    if isinstance(seeds, (str, bytes)) or len(tuple(seeds)) != 2:
-        raise ValueError(f"seeds must be two different ints, e.g. (1, 2); got {seeds!r}")
-    seed_a, seed_b = (int(s) for s in seeds)
-    if seed_a == seed_b:
-        raise ValueError(f"seeds must differ (the copies need different SGD noise); got {seeds!r}")
+    seed_pair = _seeds(seeds)
     schedule = _schedule_kwargs(schedule)
-    clash = sorted({"seed", "start_step", "stop_step", "device", "start_epoch"} & set(schedule))
-    if clash:
-        raise ValueError(f"schedule must not set {clash}: instability sets them for each copy")
     k = _resolve_step(rewind_to, data, schedule, engine=train_fn is None)
     _check_alphas(alphas)
     eval_batches = _check_count(eval_batches, "eval_batches")
     _check_count(bn_batches, "bn_batches")
     test = _as_batches(test_data, "test_data")
     train_eval = _as_batches(train_eval_data, "train_eval_data")
-    train = train_fn or _engine_train
-    if isinstance(model_or_ticket, Ticket):
-        if model_or_ticket.rewind_state is None:
-            raise ValueError("the ticket has no rewind state: instability starts from its rewind weights")
-        if model is None:
-            raise ValueError("a ticket needs model=: a fresh, unpruned model of the ticket's architecture")
-        start = model_or_ticket.apply(copy.deepcopy(_check_model(model, "model")))
-    else:
-        start = copy.deepcopy(_check_model(model_or_ticket, "model_or_ticket"))
+    start = _starting_model(model_or_ticket, model)
     device = _device_of(start, device)
     start.to(device)
-    if from_init and k > 0:
-        train(start, data, seed=seed_a, start_step=0, stop_step=k, device=device, **schedule)
-    copies, histories = [], []
-    for seed in (seed_a, seed_b):
-        twin = copy.deepcopy(start)
-        histories.append(train(twin, data, seed=seed, start_step=k, stop_step=None, device=device, **schedule))
-        copies.append(twin.eval())
+    copies, histories = _train_copies(start, data, train_fn or _engine_train, seed_pair, k, from_init, device, schedule)
     accuracies = (_accuracy(copies[0], test, device, eval_batches), _accuracy(copies[1], test, device, eval_batches))
-    bn = bn_data if bn_data is not None else train_eval
     curves = _interpolate_many(
-        copies[0], copies[1], [train_eval, test], alphas=alphas, bn_data=bn, recompute_bn=recompute_bn,
-        bn_batches=bn_batches, eval_batches=eval_batches, loss_fn=None, device=device,
+        copies[0], copies[1], [train_eval, test], alphas=alphas, bn_data=bn_data if bn_data is not None else train_eval,
+        recompute_bn=recompute_bn, bn_batches=bn_batches, eval_batches=eval_batches, loss_fn=None, device=device,
     )
-    barrier = ErrorBarrier(curves[0], curves[1])
-    sparsity = 0.0
-    found = methods.masks(start)
-    if found:
-        total = sum(m.numel() for m in found.values())
-        sparsity = 1.0 - sum(int(m.sum()) for m in found.values()) / total
     return Instability(
         accuracies=accuracies,
-        barrier=barrier,
-        seeds=(seed_a, seed_b),
+        barrier=ErrorBarrier(curves[0], curves[1]),
+        seeds=seed_pair,
         rewind_to=k,
-        sparsity=sparsity,
+        sparsity=_sparsity(start),
         models=tuple(copies) if keep_models else (),
         histories=tuple(histories),
     )

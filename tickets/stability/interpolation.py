@@ -11,8 +11,8 @@ rewinding finds matching tickets from the points where the sparse network is sta
 * :func:`interpolate`: error and loss at evenly spaced points of the line between two
   models of the same architecture (and, for tickets, the same masks).
 * :func:`error_barrier`: the barrier on training and test data.
-* :func:`instability`: train two copies from the same starting weights, measure both and
-  the barrier between them.
+* :func:`~tickets.stability.instability.instability` (its own module): train two copies
+  from the same starting weights, measure both and the barrier between them.
 
 Normalization statistics
     The running statistics of batch normalization do not interpolate: the mean of two
@@ -45,6 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 import tickets.pruning.methods as methods
 from tickets.pruning.rewind import rewind, snapshot
+from tickets.training.precision import resolve_device
 
 __all__ = ['STABLE_BARRIER', 'Batches', 'LossFn', 'Interpolation', 'ErrorBarrier', 'recompute_bn_statistics', 'interpolated_model', 'interpolate', 'error_barrier']
 
@@ -274,8 +275,6 @@ def _split(batch: Any, argument: str) -> tuple[Any, torch.Tensor | None]:
 
 def _device_of(model: nn.Module, device: torch.device | str | None) -> torch.device:
     if device is not None:
-        from tickets.training.precision import resolve_device
-
         return resolve_device(device)
     for p in model.parameters():
         return p.device

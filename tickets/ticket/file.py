@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import re
 import tempfile
-import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any

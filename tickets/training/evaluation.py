@@ -10,10 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tickets.data.images import batch_loader
-from tickets.training.precision import Precision, _autocast, _eval_precision
+from tickets.training.precision import Precision, _autocast, _device_of, _eval_precision
 from tickets.training.results import EvalResult
 from tickets.training.schedule import LossFn
-from tickets.training.precision import _device_of
 
 __all__ = ['evaluate', 'predict']
 
@@ -106,8 +105,6 @@ def _loader(data: Any, batch_size: int, num_workers: int) -> Iterable[Any]:
     if isinstance(data, DataLoader):
         return data
     if isinstance(data, Dataset):
-        from tickets.data.images import batch_loader
-
         fast = None if num_workers else batch_loader(data, batch_size)
         if fast is not None:
             return fast
@@ -144,8 +141,6 @@ def predict(
     Returns:
         ``(predictions, targets)``, two ``LongTensor`` on CPU, one entry per sample.
     """
-    from tickets.training.precision import _autocast, _eval_precision
-
     device = torch.device(device) if device is not None else next(model.parameters()).device
     prec = _eval_precision(device, precision, amp)
     was_training = model.training

@@ -10,9 +10,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tickets.training.precision import Precision
 from tickets.training.results import TrainResult
-from tickets.training.schedule import Schedule, make_schedule
+from tickets.training.schedule import LossFn, Schedule, make_schedule
 from tickets.training.trainer import Trainer
-from tickets.training.schedule import LossFn
 
 __all__ = ['train']
 

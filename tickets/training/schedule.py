@@ -56,7 +56,7 @@ class Schedule:
     Args:
         epochs: epochs of the whole schedule (a run may start later, at a rewind point).
         batch_size: samples per optimizer step (the last batch of an epoch may be smaller, or
-            one larger: a last single sample joins the batch before it; see :mod:`tickets.batching`).
+            one larger: a last single sample joins the batch before it; see :mod:`tickets.data.batching`).
         lr: peak learning rate (of SGD, or the base lr every group of ``optimizer`` is scaled from).
         momentum, weight_decay, nesterov: SGD settings (ignored with ``optimizer``).
         milestones: epochs (may be fractional) at which the learning rate is multiplied by
@@ -106,7 +106,7 @@ class Schedule:
         """Optimizer steps in one epoch over ``num_samples`` samples: ``ceil(num_samples /
         batch_size)``, or ``num_samples // batch_size`` when the last batch would hold a single
         sample (it joins the batch before it: no train-mode batch of one, see
-        :mod:`tickets.batching`). ``world_size``: processes sharing each (global) batch under
+        :mod:`tickets.data.batching`). ``world_size``: processes sharing each (global) batch under
         ``torch.distributed`` (the rule then applies to each process's share).
 
         Raises:
