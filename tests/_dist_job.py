@@ -66,7 +66,8 @@ def main(out: str, mode: str, checkpoint_dir: str) -> None:
     train, val = Counting(blobs(100, 0)), blobs(40, 1)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3))
-    sampler = tickets.PrACSampler(train, seed=0)
+    selection = mode.split(":", 1)[1] if mode.startswith("rule:") else None  # "rule:budget": that selection rule
+    sampler = tickets.PrACSampler(train, seed=0, selection=selection)
 
     def interrupt(k: int, entry: dict) -> None:
         if mode == "kill" and k == 1:  # a hard kill of every process after round 1's first epoch

@@ -78,6 +78,18 @@ def test_iteration_savings_counts_round_zero_in_both() -> None:
     assert s.saved == pytest.approx(1 - 150 / 280)
     assert [r["saved"] for r in s.rows] == pytest.approx([0.0, 1 - 130 / 190, 1 - 150 / 280])
     assert "500" in str(s)
+    # to a trained model: round k's PrAC ticket still trains once on the full data (full's round-k steps)
+    assert [r["steps_trained_prac"] for r in s.rows] == [100, 130 + 90, 150 + 90]
+    assert [r["steps_trained_full"] for r in s.rows] == [100, 190, 280]
+    assert [r["saved_trained"] for r in s.rows] == pytest.approx([0.0, 1 - 220 / 190, 1 - 240 / 280])
+    assert (s.total_prac_trained, s.total_full_trained) == (240, 280)
+    assert s.saved_trained == pytest.approx(1 - 240 / 280)
+    assert "to a trained model" in str(s) and "240" in str(s)
+    # a round on the whole set without a budget is a trained model already; a budgeted one is not
+    whole = [{"round": 0, "steps": 100, "set_fraction": 1.0}, {"round": 1, "steps": 90, "set_fraction": 1.0},
+             {"round": 2, "steps": 30, "set_fraction": 1.0, "round_steps": 30}]
+    t = iteration_savings(whole, full)
+    assert [r["steps_trained_prac"] for r in t.rows] == [100, 190, 220 + 90]
     with pytest.raises(ValueError, match="same number of rounds"):
         iteration_savings(prac, full[:2])
 
@@ -293,4 +305,5 @@ def test_demo_runs_end_to_end_on_the_bundled_digits(tmp_path: Path) -> None:
     result = run_demo(rounds=2, epochs=2, out=tmp_path, measure=False, quiet=True)
     assert Ticket.load(result["paths"]["prac"]).sparsity == pytest.approx(0.3, abs=0.01)
     assert "saved (cum.)" in result["table"] and "total optimizer steps" in result["table"]
+    assert "saved to a trained model" in result["table"] and "steps to a trained" in result["table"]
     assert result["imp"].history[0]["steps"] == result["prac"].history[0]["steps"]

@@ -19,13 +19,15 @@ from tickets.pruning.methods import FixedMask, MagnitudePruning, MaskedWeight, R
 import tickets.rewind as _rewind_module
 from tickets.pruning.rewind import enforce_masks, rewind, snapshot
 from tickets.data.sampling import IndexedDataset
-from tickets.prac.sampler import PrACSampler
+from tickets.prac.sampler import PrACSampler, random_sets_like
 from tickets.pruning.parameters import find_classifier, find_stem, prunable_parameters
 from tickets import distributed, stability
 from tickets.stability.interpolation import ErrorBarrier, Interpolation, error_barrier, interpolate, interpolated_model, recompute_bn_statistics
 from tickets.stability.instability import Instability, instability
 from tickets.prac.stats import EmptySelectionError, SampleStats
 from tickets.prac.rules import SelectionRule
+from tickets.prac.scores import EL2N, SampleScore, ScoreContext, register_score
+from tickets.prac.score_rules import BudgetRule, RandomRule, ScoreRule
 from tickets.ticket.ticket import SparsityReport, Ticket, retrain, sparsity_report
 from tickets.sparse import KernelChoice, KernelReport, SparseLinear, kernel_report, sparsify
 from tickets.training.results import NonFiniteLossError, TrainResult
@@ -53,11 +55,19 @@ __all__ = [
     "EmptySelectionError",
     "IndexedDataset",
     "PrACSampler",
+    "random_sets_like",
     "RunInterrupted",
     "SampleStats",
     "Savings",
     "Schedule",
     "SelectionRule",
+    "ScoreRule",
+    "BudgetRule",
+    "RandomRule",
+    "SampleScore",
+    "ScoreContext",
+    "EL2N",
+    "register_score",
     "TrainResult",
     "evaluate",
     "iteration_savings",

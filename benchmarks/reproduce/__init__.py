@@ -10,6 +10,10 @@ with one preset of :data:`PRESETS` and writes to ``--out``:
   optimizer steps per round);
 - ``checkpoints/``: what a rerun of the same command resumes from.
 
+``--experiment ablation`` (:mod:`benchmarks.reproduce.ablation`) compares full-data IMP, PrAC
+IMP, random subsets of the PrAC sets' sizes and the full data for the PrAC rounds' steps
+(``--finders`` selects) from one shared round 0, and plots ``accuracy.png`` and ``cost.png``.
+
 ``folder`` is an image folder of one's own, ``--data-dir DIR`` with ``DIR/train/<class>/...``
 (``val/`` and ``test/`` optional: stratified splits of ``train/`` when absent), read by
 :func:`tickets.data.load_folder_dataset` (options ``--image-size``, ``--val-fraction``,
@@ -36,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from benchmarks.reproduce.config import FOLDER, PRESETS, FolderOptions, Preset, RunConfig, get_preset
 from benchmarks.reproduce.experiments import EXPERIMENTS, Context, register_experiment
 import benchmarks.rewinding  # noqa: E402,F401  registers --experiment rewinding (issue 6)
+import benchmarks.reproduce.ablation  # noqa: E402,F401  registers --experiment ablation (issue 19)
 
 if TYPE_CHECKING:
     from tickets.data.datasets import DataSplits
@@ -62,6 +67,15 @@ def run(config: RunConfig, *, command: str | None = None) -> dict[str, Any]:
     check_model_name(config.arch)
     if config.experiment == "transfer":
         check_model_name(config.transfer_arch or "")
+    if config.experiment == "ablation" and config.preset.early_bird:
+        raise ValueError("--experiment ablation compares finders at equal optimizer steps; --early-bird would make the "
+                         "PrAC rounds' steps depend on when they stop: run it without --early-bird")
+    if config.finders is not None:
+        from benchmarks.reproduce.ablation import check_finders
+
+        if config.experiment != "ablation":
+            raise ValueError(f"finders (--finders) apply to --experiment ablation only, not {config.experiment!r}")
+        config.finders = check_finders(config.finders)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     from tickets.parallel import init_from_env, world
@@ -235,6 +249,9 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
                         help="without DIR/test/: fraction of every class of train/ held out for testing (default 0.1)")
     folder.add_argument("--normalize", choices=("train", "imagenet"), default=None,
                         help="normalization statistics: of the training split (default) or ImageNet's")
+    parser.add_argument("--finders", default=None,
+                        help="ablation: comma-separated finders to run (default full,prac,random,same-steps; the PrAC "
+                        "search always runs, the others start from its round 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--measure", action=argparse.BooleanOptionalAction, default=True,
                         help="retrain the PrAC tickets on the full split to measure them (default); --no-measure reports the searches only")
@@ -288,7 +305,19 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
         dataset=args.dataset, arch=args.arch, preset=preset, experiment=args.experiment, data_dir=data_dir,
         out=out, seed=args.seed, device=args.device, transfer_arch=args.transfer_from, threads=args.threads,
         quiet=args.quiet, measure=args.measure, extra={"overrides": overrides} if overrides else {}, folder=folder_options,
+        finders=_finders(args.finders, args.experiment),
     )
+
+
+def _finders(value: str | None, experiment: str) -> tuple[str, ...] | None:
+    """``--finders a,b,c`` checked (known names, no repeats; ablation only), or None."""
+    if value is None:
+        return None
+    from benchmarks.reproduce.ablation import check_finders
+
+    if experiment != "ablation":
+        raise ValueError(f"--finders applies to --experiment ablation only, not {experiment!r}")
+    return check_finders(value.split(","))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

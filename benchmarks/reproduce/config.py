@@ -190,6 +190,8 @@ class RunConfig:
             and costs), with the PrAC ticket column empty.
         folder: for ``dataset="folder"``, how the folder is read (None = the defaults);
             must be None for the built-in data sets.
+        finders: for ``experiment="ablation"``, the finders to run and compare (names of
+            ``benchmarks.reproduce.ablation.FINDERS``); None = its default four.
         extra: free-form; ``extra["overrides"]`` lists the preset fields set on the command
             line (``folder`` refuses those that do not fit the data instead of sizing them).
     """
@@ -208,6 +210,7 @@ class RunConfig:
     measure: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
     folder: FolderOptions | None = None
+    finders: tuple[str, ...] | None = None
 
     @property
     def data_label(self) -> str:

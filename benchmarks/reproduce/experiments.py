@@ -91,7 +91,8 @@ def full_data_sampler(ctx: Context) -> Any:
     return PrACSampler.replay(train, [torch.arange(len(train))], seed=ctx.config.seed)
 
 
-def find_ticket(ctx: Context, model: nn.Module, sampler: Any, *, name: str, early_bird: bool = False) -> Any:
+def find_ticket(ctx: Context, model: nn.Module, sampler: Any, *, name: str, early_bird: bool = False,
+                start_from: str | Path | None = None, **options: Any) -> Any:
     """Run ``tickets.prune`` with the preset's schedule; resumable from ``out/checkpoints/name``.
 
     Args:
@@ -101,6 +102,10 @@ def find_ticket(ctx: Context, model: nn.Module, sampler: Any, *, name: str, earl
             IMP, :func:`full_data_sampler` for full-data IMP, a replayed one for transfer.
         name: checkpoint sub-folder (it also holds ``round_<k>.ticket`` and ``prac_sets.pt``).
         early_bird: stop rounds >= 1 early when the mask stops moving.
+        start_from: the checkpoint folder of another search (same model, data, seed and
+            schedule) whose finished round 0 this search takes instead of training its own.
+        options: more keywords of ``tickets.prune`` (``round_steps``, ``selection``,
+            ``min_step_fraction``...), overriding the preset's.
 
     Returns the :class:`tickets.Ticket` of the last round, with the per-round ``history``.
     """
@@ -110,6 +115,9 @@ def find_ticket(ctx: Context, model: nn.Module, sampler: Any, *, name: str, earl
 
     preset, cfg = ctx.config.preset, ctx.config
     pruned = copy.deepcopy(model)
+    keywords: dict[str, Any] = {"min_step_fraction": preset.min_step_fraction, **options}
+    if start_from is not None:
+        keywords["start_from"] = start_from
     return prune(
         pruned, sampler, rounds=preset.rounds, amount=preset.amount, schedule=schedule_of(preset),
         rewind_to=f"{preset.rewind_epoch}ep" if preset.rewind_epoch else 0,
@@ -117,8 +125,9 @@ def find_ticket(ctx: Context, model: nn.Module, sampler: Any, *, name: str, earl
         device=cfg.device, checkpoint_dir=ctx.out / "checkpoints" / name,
         parameters=prunable_parameters(pruned, keep_dense=preset.keep_dense, kinds=preset.kinds),
         early_bird=EarlyBird(window=preset.early_bird_window) if early_bird else False, num_workers=preset.num_workers,
-        min_step_fraction=preset.min_step_fraction, quiet=cfg.quiet, seed=cfg.seed,
+        quiet=cfg.quiet, seed=cfg.seed,
         meta={"arch": cfg.transfer_arch if name == "source" else cfg.arch, "dataset": cfg.dataset, "preset": preset.name},
+        **keywords,
     )
 
 

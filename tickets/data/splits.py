@@ -1,14 +1,16 @@
 """Splitting a data set's samples: the validation split of a training set, class-balanced
-subsets and stratified splits (positions only; the data sets themselves are in
-:mod:`tickets.data.datasets`).
+subsets, class-stratified random subsets and stratified splits (positions only; the data
+sets themselves are in :mod:`tickets.data.datasets`).
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 import numpy as np
+import torch
 
-__all__ = ['validation_indices', 'balanced_subset', 'stratified_split']
+__all__ = ['validation_indices', 'balanced_subset', 'stratified_subset', 'stratified_split']
 
 
 def validation_indices(targets: Sequence[int], val_size: int) -> list[int]:
@@ -59,6 +61,57 @@ def balanced_subset(targets: Sequence[int], size: int, seed: int = 0) -> list[in
             if pool and len(chosen) < size:
                 chosen.append(pool.pop())
     return sorted(chosen)
+
+
+def _class_labels(targets: Sequence[int] | torch.Tensor | np.ndarray) -> np.ndarray:
+    """``targets`` as a 1-d int64 array of class labels, checked."""
+    t = targets.detach().cpu().numpy() if isinstance(targets, torch.Tensor) else np.asarray(targets)
+    if t.ndim != 1 or (t.size and not np.issubdtype(t.dtype, np.integer)):
+        raise TypeError(f"targets must be a 1-d sequence of integer class labels; got {t.dtype} of shape {t.shape}")
+    if t.size == 0:
+        raise ValueError("targets is empty: a subset needs at least one sample")
+    return t.astype(np.int64, copy=False)
+
+
+def stratified_subset(targets: Sequence[int] | torch.Tensor | np.ndarray, size: int, seed: int = 0) -> torch.Tensor:
+    """A random subset of ``size`` positions that keeps the class proportions of the split.
+
+    Class ``c``, with ``n_c`` of the ``N`` samples, gets ``size * n_c / N`` places rounded by
+    the largest-remainder rule: every class first gets the floor of its share, then the
+    classes with the largest fractional parts (ties: the smaller label first) get one more
+    each until ``size`` is reached. So each class's count is within 1 of its exact share and
+    the counts add up to ``size``. The members of each class are drawn without replacement with
+    ``numpy.random.default_rng(seed)``: the same ``targets``, ``size`` and ``seed`` give the
+    same subset on every machine.
+
+    Args:
+        targets: the class label of every sample of the split (a sequence, tensor or array).
+        size: how many positions to draw, an int in ``[1, N]`` (``N`` = the whole split).
+        seed: the draw's seed, an int >= 0.
+
+    Returns:
+        The chosen positions, sorted, as an int64 tensor.
+
+    Raises:
+        ValueError: ``size`` outside ``[1, N]``, a negative ``seed``, empty ``targets``.
+        TypeError: ``targets`` not 1-d integer labels, ``size`` or ``seed`` not an int.
+    """
+    t = _class_labels(targets)
+    n = len(t)
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+        raise TypeError(f"size must be an int in [1, {n}]; got {size!r}")
+    if not 1 <= size <= n:
+        raise ValueError(f"size must be in [1, {n}] (the split has {n} samples); got {size}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0; got {seed!r}")
+    classes, counts = np.unique(t, return_counts=True)
+    quota, remainder = np.divmod(int(size) * counts, n)  # exact integer shares: floor and fractional part * N
+    order = sorted(range(len(classes)), key=lambda i: (-int(remainder[i]), i))
+    for i in order[: int(size) - int(quota.sum())]:
+        quota[i] += 1
+    rng = np.random.default_rng(int(seed))
+    chosen = [rng.choice(np.flatnonzero(t == c), size=int(q), replace=False) for c, q in zip(classes, quota)]
+    return torch.from_numpy(np.sort(np.concatenate(chosen)).astype(np.int64))
 
 
 def stratified_split(

@@ -1,30 +1,19 @@
-"""Selection rules: which samples form the next PrAC set, from a round's statistics
-and the dense/pruned disagreement.
+"""The paper's selection rule: which samples form the next PrAC set, from a round's
+forgetting statistics and the dense/pruned disagreement (:class:`SelectionRule`,
+:func:`select`). The other rules (hardest-k, easiest-k, random-k, budget-aware) are in
+:mod:`tickets.prac.score_rules`; :func:`disagreement` lives in :mod:`tickets.prac.scores`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 import torch
 from tickets.prac.stats import EmptySelectionError
+from tickets.prac.scores import ScoreContext, disagreement
 
 __all__ = ['disagreement', 'SelectionRule', 'Selection', 'select']
-
-
-def disagreement(dense_predictions: torch.Tensor, pruned_predictions: torch.Tensor) -> torch.Tensor:
-    """Bool per sample: the dense (round 0) and the pruned model predict different classes.
-
-    Args:
-        dense_predictions: argmax predictions of the dense model, from :func:`predict`.
-        pruned_predictions: those of the current pruned model on the same samples.
-    """
-    if dense_predictions.shape != pruned_predictions.shape:
-        raise ValueError(
-            f"the two prediction vectors differ in length ({dense_predictions.numel()} vs "
-            f"{pruned_predictions.numel()}): predict both on the same full training split"
-        )
-    return dense_predictions.ne(pruned_predictions)
 
 
 # ---------------------------------------------------------------------- selection
@@ -49,6 +38,8 @@ class SelectionRule:
             (a documented fallback, recorded in the history as ``"fallback": "kept"``).
     """
 
+    name: ClassVar[str] = "paper"
+
     threshold: int = 0
     top_fraction: float | None = None
     per_class: bool = False
@@ -69,7 +60,25 @@ class SelectionRule:
             raise ValueError(f"empty must be 'error' or 'keep'; got {self.empty!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The rule's fields (part of a PrAC search's fingerprint; without a ``"rule"`` key, so
+        fingerprints of searches saved before the other rules existed are unchanged)."""
         return asdict(self)
+
+    def scores(self) -> dict[str, dict[str, Any]]:
+        """The scores the rule ranks by: forgetting statistics and the disagreement pass."""
+        return {"forgetting": {}, "disagreement": {}}
+
+    def choose(self, values: Mapping[str, torch.Tensor], context: ScoreContext) -> Selection:
+        """:func:`select` on the scores' ``values`` (the rules' common interface, see
+        :mod:`tickets.prac.score_rules`): forgetting scores (``NaN`` = not shown), union the
+        disagreeing samples (none in round 0)."""
+        forgetting = values["forgetting"]
+        scores = torch.where(forgetting.isnan(), -1.0, forgetting).long()
+        disagree = values.get("disagreement")
+        if disagree is not None and bool(disagree.isnan().any()):
+            disagree = None  # round 0: no pruned model to disagree with
+        return select(scores, disagree=None if disagree is None else disagree.eq(1), targets=context.targets,
+                      rule=self, current=context.current)
 
 
 @dataclass(frozen=True)

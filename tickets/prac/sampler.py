@@ -20,9 +20,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 import torch
 from torch.utils.data import Dataset, Sampler
-from tickets.data.sampling import _seed_for
+from tickets.data.sampling import _seed_for, targets_of
+from tickets.data.splits import stratified_subset
+from tickets.prac.score_rules import Rule, resolve_rule
 
-__all__ = ['PrACSampler']
+__all__ = ['PrACSampler', 'random_sets_like']
 
 
 def _as_index_tensor(indices: Sequence[int] | torch.Tensor, size: int, argument: str) -> torch.Tensor:
@@ -65,6 +67,15 @@ class PrACSampler(Sampler[int]):
         shuffle: shuffle the set every epoch (False: increasing index order).
         seed: seed of the shuffling; any int (0 is a seed like any other).
         indices: the initial set (indices or a bool mask over ``data_source``); None = all.
+        selection: how a search picks the next set after each round: a rule name
+            (``"paper"``, ``"el2n"``, ``"easiest"``, ``"forgetting"``, ``"random"``,
+            ``"budget"``; :data:`tickets.prac.score_rules.RULES`) or a rule object
+            (:class:`tickets.SelectionRule`, :class:`tickets.ScoreRule`,
+            :class:`tickets.BudgetRule`, :class:`tickets.RandomRule`); None = the paper's rule
+            (or ``PrACOptions.selection``). See ``docs/prac.md``.
+
+    Raises:
+        ValueError: an unknown rule name (the message lists the valid ones).
     """
 
     def __init__(
@@ -74,6 +85,7 @@ class PrACSampler(Sampler[int]):
         shuffle: bool = True,
         seed: int = 0,
         indices: Sequence[int] | torch.Tensor | None = None,
+        selection: str | Rule | None = None,
     ) -> None:
         try:
             size = len(data_source)  # type: ignore[arg-type]
@@ -94,6 +106,7 @@ class PrACSampler(Sampler[int]):
         self.round = 0
         self.history: list[dict[str, Any]] = []
         self._plan: list[torch.Tensor] | None = None
+        self.selection: Rule | None = None if selection is None else resolve_rule(selection)
 
     # ------------------------------------------------------------------ the set
     @property
@@ -215,3 +228,66 @@ class PrACSampler(Sampler[int]):
             f"PrACSampler({len(self):,} of {self.num_samples:,} samples ({self.fraction:.1%}), "
             f"{kind}, shuffle={self.shuffle}, seed={self.seed}, round {self.round})"
         )
+
+
+def _labels_of(train_set_or_targets: Dataset | Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """The class labels of a training set (its ``targets``, else read item by item), or the
+    given labels themselves."""
+    if isinstance(train_set_or_targets, Dataset):
+        found = targets_of(train_set_or_targets)
+        if found is not None:
+            return found
+        try:
+            return torch.tensor([int(train_set_or_targets[i][1]) for i in range(len(train_set_or_targets))])  # type: ignore[arg-type]
+        except (TypeError, IndexError, ValueError) as e:
+            raise TypeError(
+                f"random_sets_like needs class labels: {type(train_set_or_targets).__name__} has no targets and its "
+                f"items are not (input, label) pairs ({e}); pass the labels instead"
+            ) from None
+    return torch.as_tensor(train_set_or_targets if isinstance(train_set_or_targets, torch.Tensor)
+                           else list(train_set_or_targets))
+
+
+def random_sets_like(train_set_or_targets: Dataset | Sequence[int] | torch.Tensor, sizes: Sequence[int | None],
+                     seed: int = 0) -> list[torch.Tensor]:
+    """Class-stratified random sets of given sizes, one per round: the random-subset baseline
+    of a PrAC search.
+
+    Round 0 gets every index (the dense training on all the data); round ``k >= 1`` a random
+    subset of ``sizes[k]`` samples that keeps the split's class proportions
+    (:func:`tickets.data.splits.stratified_subset`), drawn with its own seed derived from
+    ``(seed, k)``, so rounds are independent draws and the sets are the same on every machine.
+    Replay them as ``PrACSampler.replay(train_set, sets, seed=seed)``: a replayed sampler gets
+    the schedule a PrAC round of the same set size gets (scaled, with the floor), so taking
+    ``sizes`` from a PrAC search (``[len(s) for s in tickets.load_prac_sets(folder)]``, or its
+    history's ``set_size``) gives a search with exactly its optimizer steps per round.
+
+    Args:
+        train_set_or_targets: the training set (its ``targets``, or the labels of its
+            ``(input, label)`` items) or the class labels of its samples.
+        sizes: one size per round; ``sizes[0]`` is the whole split (``N``) or None.
+        seed: the seed every round's draw is derived from (any int).
+
+    Returns:
+        One sorted int64 index tensor per round.
+
+    Raises:
+        ValueError: no sizes, ``sizes[0]`` other than ``N`` or None, a size outside ``[1, N]``.
+        TypeError: no class labels to be found, sizes that are not ints.
+    """
+    labels = _labels_of(train_set_or_targets)
+    n = len(labels)
+    if isinstance(sizes, (str, bytes, torch.Tensor)) or not isinstance(sizes, Sequence) or len(sizes) == 0:
+        raise ValueError(f"sizes must be a non-empty list with one set size per round (sizes[0] = {n} or None); got {sizes!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int; got {seed!r}")
+    if sizes[0] is not None and sizes[0] != n:
+        raise ValueError(f"sizes[0] is {sizes[0]!r}: round 0 trains on all {n} samples; pass {n} or None there")
+    sets = [torch.arange(n)]
+    for k, size in enumerate(sizes[1:], start=1):
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"sizes[{k}] must be an int in [1, {n}]; got {size!r}")
+        if not 1 <= size <= n:
+            raise ValueError(f"sizes[{k}] is {size}: a set size must be in [1, {n}] (the split has {n} samples)")
+        sets.append(stratified_subset(labels, size, _seed_for(seed, k)))
+    return sets

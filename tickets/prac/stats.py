@@ -12,7 +12,7 @@ Two signals, as in Zhang et al. (ICML 2021):
 * **Easy to forget under pruning** (pruning-identified exemplars, Hooker et al.):
   :func:`tickets.training.evaluation.predict` the whole training split, without
   augmentation, in eval mode, with the dense model of round 0 and with the current pruned
-  model; :func:`tickets.prac.rules.disagreement` marks the samples whose argmax predictions
+  model; :func:`tickets.prac.scores.disagreement` marks the samples whose argmax predictions
   differ.
 
 :func:`tickets.prac.rules.select` takes the union (:class:`~tickets.prac.rules.SelectionRule`
@@ -147,8 +147,11 @@ class SampleStats:
         }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore from :meth:`state_dict` (same ``num_samples``)."""
+        """Restore from :meth:`state_dict` (same ``num_samples``). The ``"scores"`` entry of a
+        :class:`tickets.prac.scores.ScoreRecord`'s state (its other scores) is not this record's."""
         for name, value in state.items():
+            if name == "scores":
+                continue
             target = getattr(self, name)
             if value.shape != target.shape:
                 raise ValueError(

@@ -215,11 +215,20 @@ def _time_ratio(sched: Schedule, n: int, set_size: int, min_step_fraction: float
 
 
 def _round_schedule(sched: Schedule, n: int, set_size: int, k: int, rewind_epochs: float, *, scale: bool,
-                    min_step_fraction: float, world_size: int) -> tuple[Schedule, int, bool]:
+                    min_step_fraction: float, world_size: int, budget: int | None = None) -> tuple[Schedule, int, bool]:
     """Round ``k``'s schedule on a set of ``set_size`` of ``n`` samples, the step it starts
     at (after a rewind: the rewind point in that schedule, before its end) and whether the
     small-set floor raised it. ``scale``: a PrAC round's schedule is scaled by its set
-    (:func:`_time_ratio`)."""
+    (:func:`_time_ratio`).
+
+    ``budget`` (``PrACOptions.round_steps``, rounds >= 1): the round trains exactly that many
+    steps; its schedule is the one above from its start step to its end, compressed into
+    them (:meth:`Schedule.compressed`), starting at step 0, and no floor applies."""
+    if budget is not None and k > 0:
+        plain, start, _ = _round_schedule(sched, n, set_size, k, rewind_epochs, scale=scale,
+                                          min_step_fraction=min_step_fraction, world_size=world_size)
+        spe = plain.steps_per_epoch(set_size, world_size)
+        return plain.compressed(budget, spe, start_step=start), 0, False
     scaled = scale and set_size / n < 1.0
     time_ratio, floored = _time_ratio(sched, n, set_size, min_step_fraction, world_size) if scaled else (1.0, False)
     round_sched = sched.scaled(time_ratio) if scaled else sched
@@ -227,6 +236,16 @@ def _round_schedule(sched: Schedule, n: int, set_size: int, k: int, rewind_epoch
     last = round_sched.total_steps(set_size, world_size) - 1
     start = 0 if k == 0 else min(int(round(rewind_epochs * time_ratio * spe)), last)
     return round_sched, start, floored
+
+
+def _check_round_steps(round_steps: Mapping[int, int] | None, rounds: int) -> None:
+    """``PrACOptions.round_steps`` may only budget rounds the search has (1 .. rounds - 1)."""
+    outside = [k for k in (round_steps or {}) if k >= rounds]
+    if outside:
+        raise ValueError(
+            f"round_steps has a budget for round {outside[0]}, but rounds={rounds} trains rounds 0..{rounds - 1} "
+            f"(budgets are for rounds 1..{rounds - 1}): drop it or raise rounds"
+        )
 
 
 def _qualified(model: nn.Module, parameters: list[tuple[nn.Module, str]]) -> list[str]:

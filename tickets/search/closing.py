@@ -15,18 +15,20 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tickets import parallel as _dist
 import tickets.pruning.methods as methods
 from tickets.pruning.rewind import enforce_masks, rewind as rewind_weights, snapshot
+from tickets.data.sampling import targets_of
 from tickets.prac.stats import SampleStats
-from tickets.prac.rules import SelectionRule, disagreement, select
+from tickets.prac.scores import ScoreContext, ScoreRecord
+from tickets.prac.score_rules import Rule, carries, choose_next, needs_pass
 from tickets.training.evaluation import predict
-from tickets.training.schedule import Schedule
-from tickets.search.checks import _current_masks, _sparsity, _state
+from tickets.training.schedule import CompressedSchedule, Schedule
+from tickets.search.checks import _current_masks, _round_schedule, _sparsity, _state
 from tickets.search.identity import _origin
 from tickets.search.options import PrACOptions, Runtime
 from tickets.search.round import Round, RoundOwner
@@ -44,10 +46,11 @@ class SearchState(RoundOwner, Protocol):
     rounds: int
     adaptive: bool
     rewind_step: int
+    rewind_epochs: float
     schedule: Schedule
     prac: PrACOptions
     runtime: Runtime
-    rule: SelectionRule
+    rule: Rule
     precision: str
     channels_last: bool
     train_data: Dataset
@@ -105,6 +108,9 @@ def close_round(search: SearchState, rnd: Round, measured: Mapping[str, Any]) ->
         entry["optimizer"] = trained_with
     if rnd.floored:
         entry["step_floor"] = float(search.prac.min_step_fraction)
+    if isinstance(rnd.schedule, CompressedSchedule):  # a step budget: what was compressed into the round's steps
+        entry["round_steps"] = rnd.schedule.steps
+        entry["compressed_from"] = rnd.schedule.compressed_from()
     if search.adaptive and rnd.stats is not None:
         entry.update({f"stats_{key}": v for key, v in rnd.stats.summary().items()})
         if k + 1 < search.rounds:
@@ -123,7 +129,7 @@ def close_round(search: SearchState, rnd: Round, measured: Mapping[str, Any]) ->
     if k + 1 < search.rounds:
         pruning_started = time.perf_counter()
         prune_and_rewind(search, k)
-        run.stats = None
+        run.stats = keep_stats if carries(search.rule) else None  # scores that carry over (EL2N) seed the next record
         run.extra_wall = time.perf_counter() - pruning_started  # counted in the next round's wall time
     else:
         run.phase = "done"
@@ -178,26 +184,51 @@ def own_loop_measures(rnd: Round, device: torch.device, *, val_acc: float | None
     return measured
 
 
-def select_next(search: SearchState, k: int, stats: SampleStats) -> dict[str, Any]:
-    """Pick round ``k + 1``'s PrAC set from round ``k``'s statistics and the predictions of
-    the model as it is now (round ``k``'s kept weights); returns the selection's info."""
-    run = search._journal.run
-    data = search.train_eval_data if search.train_eval_data is not None else search.train_data
-    preds, targets = _predictions(search, data)
-    if k == 0:
-        run.dense_predictions, run.targets = preds, targets
-        disagree = None
-    else:
-        if run.dense_predictions is None:
+def select_next(search: SearchState, k: int, stats: SampleStats | ScoreRecord) -> dict[str, Any]:
+    """Pick round ``k + 1``'s PrAC set with the search's rule from round ``k``'s record and, when
+    the rule's scores need it, the predictions of the model as it is now (round ``k``'s kept
+    weights) on the whole split; returns the selection's info."""
+    run, rule, sampler = search._journal.run, search.rule, search.sampler
+    predictions, labels_wanted = None, getattr(rule, "needs_targets", False)
+    if labels_wanted and run.targets is None and not needs_pass(rule):
+        run.targets = targets_of(search.train_data)  # the labels without a pass, where the data set has them
+    if needs_pass(rule) or (labels_wanted and run.targets is None):
+        data = search.train_eval_data if search.train_eval_data is not None else search.train_data
+        predictions, targets = _predictions(search, data)
+        if k == 0:
+            run.dense_predictions, run.targets = predictions, targets
+        elif run.dense_predictions is None and needs_pass(rule):
             raise RuntimeError(f"round {k}: the dense network's predictions of round 0 are missing from the run")
-        disagree = disagreement(run.dense_predictions, preds)
-    sampler = search.sampler
-    chosen = select(stats.scores(), disagree=disagree, targets=run.targets, rule=search.rule,
-                    current=sampler.indices)  # type: ignore[attr-defined]
+        elif run.targets is None:
+            run.targets = targets
+    context = ScoreContext(
+        round=k, num_samples=search.num_samples, forgetting=stats.scores(), predictions=predictions,
+        dense_predictions=run.dense_predictions if k > 0 else None, targets=run.targets,
+        current=sampler.indices, step_fraction=_step_fraction(search, k + 1),  # type: ignore[attr-defined]
+    )
+    chosen = choose_next(rule, stats, context)
     if chosen.info["fallback"]:
         log.warning("round %d: the PrAC selection was empty; keeping the current set of %d samples", k, len(sampler))  # type: ignore[arg-type]
     sampler.update(chosen.indices, info=chosen.info)  # type: ignore[attr-defined]
     return dict(chosen.info)
+
+
+def _step_fraction(search: SearchState, k: int) -> Callable[[int], float]:
+    """``fn(set_size)``: the optimizer steps round ``k`` trains on a set of that size (its
+    schedule as :meth:`TicketSearch.begin_round` makes it: scaled, floored, or a
+    ``round_steps`` budget), over those of a full round (every sample, the unscaled schedule,
+    from the rewind point)."""
+    n, w, prac = search.num_samples, search.world_size, search.prac
+
+    def steps(size: int, scale: bool, budget: int | None) -> int:
+        sched, start, _ = _round_schedule(search.schedule, n, size, k, search.rewind_epochs, scale=scale,
+                                          min_step_fraction=float(prac.min_step_fraction), world_size=w, budget=budget)
+        return sched.total_steps(size, w) - start
+
+    def fraction(size: int) -> float:
+        return steps(size, prac.scale_schedule and search.is_prac, prac.budget(k)) / max(1, steps(n, False, None))
+
+    return fraction
 
 
 def prune_and_rewind(search: SearchState, k: int) -> None:

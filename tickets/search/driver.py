@@ -93,7 +93,7 @@ def prune(
             ``1 - (1 - amount) ** (rounds - 1)``.
         schedule: a full round's :class:`Schedule` (or a mapping of its fields).
         pruning: :class:`tickets.Pruning` (``amount``, ``rewind_to``, ``rewind``, ``parameters``, ``early_bird``).
-        prac: :class:`tickets.PrACOptions` (``selection``, ``scale_schedule``, ``min_step_fraction``).
+        prac: :class:`tickets.PrACOptions` (``selection``, ``scale_schedule``, ``min_step_fraction``, ``round_steps``).
         runtime: :class:`tickets.Runtime` (``device``, ``precision``, ``channels_last``, ``compile``,
             ``num_workers``, ``loader_kwargs``, ``quiet``, ``checkpoint_every``, ``keep_round_tickets``).
         train_data: the training set; default the sampler's ``data_source`` (given both, the same object).

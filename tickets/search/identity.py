@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tickets.pruning.rewind import snapshot
 from tickets.prac.sampler import PrACSampler
-from tickets.prac.rules import SelectionRule
+from tickets.prac.score_rules import Rule
 from tickets.training.schedule import Schedule
 from tickets.search.options import EarlyBird, PrACOptions, Pruning
 
@@ -34,6 +34,7 @@ _ADDED_KEYS = frozenset({"optimizer"})
 # settings that only concern rounds >= 1: a search may start from another's round 0 despite them
 _AFTER_ROUND_0_KEYS = frozenset({
     "rounds", "amount", "rewind", "adaptive", "selection", "min_step_fraction", "scale_schedule", "early_bird",
+    "round_steps",
 })
 
 
@@ -166,7 +167,7 @@ def _engine_optimizer(schedule: Schedule, model: nn.Module) -> dict[str, Any]:
 
 
 def _run_config(*, rounds: int, schedule: Schedule, pruning: Pruning, prac: PrACOptions, rewind_step: int,
-                num_samples: int, sampler: Any, adaptive: bool, seed: int, rule: SelectionRule, names: list[str],
+                num_samples: int, sampler: Any, adaptive: bool, seed: int, rule: Rule, names: list[str],
                 classes: int, precision: str, optimizer: dict[str, Any] | None, world_size: int) -> dict[str, Any]:
     """The settings of a search that a resume must match (its JSON form is the fingerprint):
     ``optimizer`` is the engine's (:func:`_engine_optimizer`; None: an own loop)."""
@@ -180,6 +181,8 @@ def _run_config(*, rounds: int, schedule: Schedule, pruning: Pruning, prac: PrAC
         "classes": classes, "precision": precision,
         "min_step_fraction": float(prac.min_step_fraction) if adaptive else None,
     }
+    if prac.round_steps:  # only when set: the fingerprints of searches without budgets stay as they were
+        config["round_steps"] = {str(k): int(v) for k, v in prac.round_steps.items()}  # type: ignore[union-attr]
     if optimizer is not None:
         config["optimizer"] = optimizer
     else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 import tickets.pruning.methods as methods
 from tickets.data.batching import check_loader_kwargs
-from tickets.prac.rules import SelectionRule
+from tickets.prac.score_rules import Rule, resolve_rule
 from tickets.training.schedule import Schedule, make_schedule
 from tickets.training.precision import resolve_device
 
@@ -147,27 +148,81 @@ class Pruning:
 
 @dataclass(frozen=True)
 class PrACOptions:
-    """How PrAC rounds pick their sets and scale their schedule (ignored for vanilla IMP).
+    """How PrAC rounds pick their sets and scale their schedule, and the rounds' step budgets.
 
     Args:
-        selection: how the next set is chosen (:class:`tickets.SelectionRule`); None =
-            the paper's rule (hard to memorize ∪ dense/pruned disagreement).
+        selection: how the next set is chosen: a rule name (``"paper"``, ``"el2n"``,
+            ``"easiest"``, ``"forgetting"``, ``"random"``, ``"budget"``) or a rule object
+            (:class:`tickets.SelectionRule`, :class:`tickets.ScoreRule`,
+            :class:`tickets.BudgetRule`, :class:`tickets.RandomRule`), stored as the object;
+            None = the sampler's ``selection``, else the paper's rule (hard to memorize ∪
+            dense/pruned disagreement). PrAC only; see ``docs/prac.md``.
         scale_schedule: scale a round's schedule by ``r = |PrAC| / N`` (the paper); False
-            trains every round for the full number of epochs.
+            trains every round for the full number of epochs. PrAC only.
         min_step_fraction: the small-set safeguard: a PrAC round trains at least this
-            fraction of a full round's optimizer steps (0 disables it).
+            fraction of a full round's optimizer steps (0 disables it). PrAC only.
+        round_steps: step budgets, for any sampler (full data included): None (default), or
+            ``{round k >= 1: optimizer steps}`` (a sequence works too: entry ``k`` for round
+            ``k``, entry 0 None, None = no budget). Round ``k`` then trains exactly that many
+            steps on the sampler's current set, from its rewind point, with the round's
+            schedule (the one it would have had) from the rewind point to its end compressed
+            into those steps (:meth:`tickets.Schedule.compressed`); the floor does not apply.
+            Budgets equal to another search's ``history[k]["steps"]`` give a compute-matched
+            search. Stored as a ``dict``; part of the run's fingerprint.
     """
 
-    selection: SelectionRule | None = None
+    selection: Rule | str | None = None
     scale_schedule: bool = True
     min_step_fraction: float = 0.1
+    round_steps: Mapping[int, int] | Sequence[int | None] | None = None
 
     def __post_init__(self) -> None:
-        if self.selection is not None and not isinstance(self.selection, SelectionRule):
-            raise TypeError(f"selection must be a tickets.SelectionRule or None; got {type(self.selection).__name__}")
+        if self.selection is not None:  # a name becomes its rule; a ValueError/TypeError lists the valid ones
+            object.__setattr__(self, "selection", resolve_rule(self.selection))
         value = self.min_step_fraction
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
             raise ValueError(f"min_step_fraction must be a fraction of a full round's steps in [0, 1], e.g. 0.1; got {value!r}")
+        object.__setattr__(self, "round_steps", _round_steps(self.round_steps))
+
+    def budget(self, k: int) -> int | None:
+        """Round ``k``'s step budget (``round_steps``), or None."""
+        return None if self.round_steps is None else self.round_steps.get(k)  # type: ignore[union-attr]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _round_steps(value: Any) -> dict[int, int] | None:
+    """``PrACOptions.round_steps`` as ``{round: steps}`` (sorted; None when empty), checked."""
+    if value is None:
+        return None
+    valid = ("None, a mapping {round k >= 1: optimizer steps >= 1} or a sequence whose entry k is round k's "
+             "steps (entry 0 None), e.g. {1: 120, 2: 96} or [None, 120, 96]")
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        if len(value) and value[0] is not None:
+            raise ValueError(
+                f"round_steps[0] is {value[0]!r}: round 0 (the dense training on all the data) has no step budget; "
+                f"put None there (the sequence is indexed by round)"
+            )
+        pairs = [(k, steps) for k, steps in enumerate(value) if steps is not None]
+    else:
+        raise TypeError(f"round_steps must be {valid}; got {type(value).__name__}")
+    budgets: dict[int, int] = {}
+    for k, steps in pairs:
+        if not _is_int(k) or k < 0:
+            raise ValueError(f"round_steps has the key {k!r}: rounds are ints >= 1 (valid: {valid})")
+        if k == 0:
+            raise ValueError(
+                f"round_steps gives round 0 a budget ({steps!r}): round 0 is the dense training on all the data, "
+                f"which every search of a comparison shares; budgets are for rounds >= 1"
+            )
+        if not _is_int(steps) or steps < 1:
+            raise ValueError(f"round_steps[{int(k)}] is {steps!r}: a budget is a number of optimizer steps, an int >= 1")
+        budgets[int(k)] = int(steps)
+    return dict(sorted(budgets.items())) or None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from tickets import parallel as _dist
 import tickets.pruning.methods as methods
 from tickets.data.batching import EpochBatchSampler
 from tickets.pruning.rewind import enforce_masks
+from tickets.prac.scores import ScoreRecord
 from tickets.prac.stats import SampleStats
 from tickets.training.schedule import Schedule
 from tickets.training.results import EvalResult
@@ -87,7 +88,8 @@ class Round:
 
     Attributes:
         index: the round (0 = the dense training on the full data).
-        schedule: the round's :class:`Schedule` (a PrAC round's is scaled by its set size).
+        schedule: the round's :class:`Schedule` (a PrAC round's is scaled by its set size; a round
+            with a ``round_steps`` budget has a :class:`tickets.training.CompressedSchedule`).
         sampler: the search's sampler; it yields the current set's indices.
         indices: the current set (sorted indices into the training set).
         set_size, fraction: ``len(indices)`` and ``set_size / len(train_set)``.
@@ -96,13 +98,14 @@ class Round:
         step: the schedule position now (``start_step`` + the steps reported).
         steps, samples: optimizer steps and samples reported in this round.
         stats: the round's :class:`tickets.SampleStats` (None unless the sampler is an
-            adaptive :class:`PrACSampler`).
+            adaptive :class:`PrACSampler`), or a :class:`tickets.prac.scores.ScoreRecord`
+            (the statistics plus the scores of the logits a rule needs, e.g. EL2N).
         stopped: the early-bird stop ended the round.
         log: one dict per :meth:`end_epoch`.
     """
 
     def __init__(self, search: RoundOwner, index: int, schedule: Schedule, start_step: int,
-                 set_size: int, floored: bool, stats: SampleStats | None) -> None:
+                 set_size: int, floored: bool, stats: SampleStats | ScoreRecord | None) -> None:
         self.search = search
         self.index = index
         self.schedule = schedule
@@ -294,6 +297,8 @@ class Round:
         if self.stats is not None:
             correct = logits.detach().argmax(1).eq(target.to(logits.device))
             self.stats.record(cpu.to(self.stats.device), correct.to(self.stats.device))
+            if getattr(self.stats, "needs_logits", False):  # scores of the logits (EL2N), when the rule needs them
+                self.stats.observe(cpu, logits, target)  # type: ignore[union-attr]
         enforce_masks(search.model)
         self.steps += 1
         self.samples += batch

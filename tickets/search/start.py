@@ -19,7 +19,7 @@ from torch.utils.data import Sampler
 import tickets.pruning.methods as methods
 from tickets.pruning.rewind import rewind as rewind_weights
 from tickets.prac.sampler import PrACSampler
-from tickets.prac.stats import SampleStats
+from tickets.prac.score_rules import carries, record_for
 from tickets.search.checks import _apply_masks, _current_masks, _state
 from tickets.search.closing import SearchState, prune_and_rewind, select_next
 from tickets.search.identity import _AFTER_ROUND_0_KEYS, _config_diff, _describe_diff, _origin
@@ -85,8 +85,15 @@ def adopt_round_0(search: SearchState, source: Path, origin: dict[str, Any]) -> 
     entry = {key: v for key, v in json.loads(record["entry"]).items() if not key.startswith("stats_") and key != "next_set"}
     run.stats = None
     if search.adaptive:
-        stats = SampleStats(n)
-        stats.load_state_dict(record["stats"])
+        stats = record_for(search.rule, n)
+        try:
+            stats.load_state_dict(record["stats"])
+        except ValueError as e:  # a score this search's rule records that round 0 there did not
+            raise ValueError(
+                f"start_from={str(source)!r}: {e}. Its round 0 cannot pick this search's first set: run the search "
+                f"with this rule first and start the others from its checkpoint_dir (every search records the "
+                f"forgetting statistics)"
+            ) from None
         entry.update({f"stats_{key}": v for key, v in stats.summary().items()})
         run.stats = record["stats"]
     search.model.load_state_dict(record["model"])
@@ -128,7 +135,7 @@ def advance(search: SearchState) -> None:
                 f"(it was saved by an older torch-tickets), so its PrAC set for round {k + 1} cannot be picked: run "
                 f"rounds={search.rounds} in another checkpoint_dir (or start_from={str(directory)!r} there)"
             )
-        stats = SampleStats(search.num_samples)
+        stats = record_for(search.rule, search.num_samples)
         stats.load_state_dict(run.stats)
         run.history[-1]["next_set"] = select_next(search, k, stats)
     if directory is not None and journal.writer:
@@ -136,7 +143,8 @@ def advance(search: SearchState) -> None:
         journal.save_round_ticket(_current_masks(search.parameters, search.names), k)
         (directory / "ticket.ticket").unlink(missing_ok=True)  # no longer the final ticket
     prune_and_rewind(search, k)
-    run.stats = None
+    if not carries(search.rule):  # scores that carry over (EL2N) seed the next round's record
+        run.stats = None
     run.masks = _current_masks(search.parameters, search.names)
     run.model = _state(search.model)
     run.extra_wall = time.perf_counter() - started  # counted in the next round's wall time

@@ -40,15 +40,14 @@ from tickets import parallel as _dist
 from tickets.data.batching import check_loader_kwargs, steps_per_epoch as batch_steps
 from tickets.data.sampling import IndexedDataset
 from tickets.prac.sampler import PrACSampler
-from tickets.prac.stats import DistributedStats, SampleStats
-from tickets.prac.rules import SelectionRule
+from tickets.prac.score_rules import pick_rule, record_for
 from tickets.pruning.parameters import prunable_parameters
 from tickets.pruning.rewind import snapshot
 from tickets.ticket.ticket import Ticket
 from tickets.training.schedule import Schedule
 from tickets.training.precision import resolve_channels_last, resolve_device, resolve_precision
 from tickets.search.checks import (
-    _check_model_output, _check_search_arguments, _check_world_batch, _qualified,
+    _check_model_output, _check_round_steps, _check_search_arguments, _check_world_batch, _qualified,
     _resolve_training_data, _rewind_point, _round_schedule, _warn_augmented,
 )
 from tickets.search.closing import close_round, own_loop_measures, start_round
@@ -128,6 +127,7 @@ class TicketSearch:
     ) -> None:
         _check_search_arguments(model, sampler, rounds, start_from)
         sched, pruning, prac, runtime = resolve_options(schedule, pruning, prac, runtime, **options)
+        _check_round_steps(prac.round_steps, rounds)  # type: ignore[arg-type]
         _dist.init_from_env(runtime.device)  # under torchrun without a process group: make one
         resolved, train_data = _resolve_training_data(sampler, train_data, train_eval_data, seed)
         n = len(train_data)  # type: ignore[arg-type]
@@ -157,7 +157,7 @@ class TicketSearch:
             raise ValueError("parameters is empty: nothing to prune")
         self.parameters = pairs
         self.names = _qualified(model, pairs)
-        self.rule = prac.selection or SelectionRule()
+        self.rule = pick_rule(prac.selection, resolved)  # PrACOptions.selection or the sampler's; the paper's by default
         # the engine's optimizer is part of the run's identity; an own loop's is checked by Round.attach
         self.optimizer_record: dict[str, Any] | None = _engine_optimizer(sched, model) if _engine else None
         self.config = _run_config(
@@ -257,9 +257,9 @@ class TicketSearch:
         batch_steps(set_size, self.schedule.batch_size, w, what=f"round {k}'s {'PrAC set' if self.is_prac else 'training set'}")
         scale = self.prac.scale_schedule and self.is_prac
         round_sched, start, floored = _round_schedule(self.schedule, n, set_size, k, self.rewind_epochs, scale=scale,
-                                                      min_step_fraction=float(self.prac.min_step_fraction), world_size=w)
-        stats_type = DistributedStats if self.world_size > 1 else SampleStats
-        stats = stats_type(n, self._device()) if self.adaptive else None
+                                                      min_step_fraction=float(self.prac.min_step_fraction), world_size=w,
+                                                      budget=self.prac.budget(k))
+        stats = record_for(self.rule, n, self._device(), distributed=w > 1, previous=self._run.stats) if self.adaptive else None
         self._open = Round(self, k, round_sched, start, set_size, floored, stats)
         return self._open
 

@@ -3,7 +3,7 @@ evaluation and predictions. Builds on the pruning, data and data-selection layer
 """
 
 from tickets.training.precision import Precision, resolve_precision, resolve_channels_last, resolve_device
-from tickets.training.schedule import LossFn, OptimizerFactory, parse_step, Schedule, make_schedule
+from tickets.training.schedule import LossFn, OptimizerFactory, parse_step, Schedule, CompressedSchedule, make_schedule
 from tickets.training.results import NonFiniteLossError, EvalResult, TrainResult
 from tickets.training.evaluation import evaluate, predict
 from tickets.training.trainer import interactive, Trainer
@@ -18,6 +18,7 @@ __all__ = [
     'OptimizerFactory',
     'parse_step',
     'Schedule',
+    'CompressedSchedule',
     'make_schedule',
     'NonFiniteLossError',
     'EvalResult',

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 import tickets.data.batching as _batching
 
-__all__ = ['LossFn', 'OptimizerFactory', 'parse_step', 'Schedule', 'make_schedule']
+__all__ = ['LossFn', 'OptimizerFactory', 'parse_step', 'Schedule', 'CompressedSchedule', 'make_schedule']
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -116,7 +116,53 @@ class Schedule:
 
     def total_steps(self, num_samples: int, world_size: int = 1) -> int:
         """Optimizer steps of the whole schedule over ``num_samples`` samples per epoch."""
-        return self.epochs * self.steps_per_epoch(num_samples, world_size)
+        return self.total_steps_at(self.steps_per_epoch(num_samples, world_size))
+
+    def total_steps_at(self, steps_per_epoch: int) -> int:
+        """Optimizer steps of the whole schedule at ``steps_per_epoch`` steps an epoch
+        (``epochs * steps_per_epoch``; a :class:`CompressedSchedule` has its exact count)."""
+        return self.epochs * steps_per_epoch
+
+    def compressed(self, steps: int, steps_per_epoch: int, *, start_step: int = 0,
+                   run_steps_per_epoch: int | None = None) -> CompressedSchedule:
+        """This schedule's learning-rate shape from ``start_step`` to its end, compressed (or
+        stretched) into exactly ``steps`` optimizer steps: a :class:`CompressedSchedule`.
+
+        Step ``i`` of the compressed run takes the learning-rate factor of this schedule at
+        position ``start_step + (last - start_step) * i / (steps - 1)``, ``last`` being this
+        schedule's last step (``epochs * steps_per_epoch - 1``): the first step has the factor
+        of ``start_step``, the last step the factor of the schedule's last step, and warm-up,
+        milestones or the cosine in between keep their places relative to the span. With
+        ``steps == last + 1 - start_step`` the factors are this schedule's from ``start_step``,
+        exactly.
+
+        Args:
+            steps: optimizer steps of the compressed run (an int >= 1).
+            steps_per_epoch: this schedule's optimizer steps per epoch (where its epochs,
+                milestones and warm-up fall in steps).
+            start_step: the step of this schedule the run starts from (e.g. a rewind point),
+                before its last step.
+            run_steps_per_epoch: optimizer steps per epoch of the data the compressed run
+                trains on (default ``steps_per_epoch``): its ``epochs`` are
+                ``ceil(steps / run_steps_per_epoch)``, the last one cut at ``steps``.
+
+        Raises:
+            ValueError: ``steps`` or a steps-per-epoch count below 1, or ``start_step`` outside
+                this schedule's steps.
+        """
+        run_spe = steps_per_epoch if run_steps_per_epoch is None else run_steps_per_epoch
+        for name, value in (("steps", steps), ("steps_per_epoch", steps_per_epoch), ("run_steps_per_epoch", run_spe)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1; got {value!r}")
+        if isinstance(self, CompressedSchedule):
+            raise ValueError("the schedule is already compressed: compress its source instead")
+        total = self.total_steps_at(steps_per_epoch)
+        if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step < total:
+            raise ValueError(f"start_step must be a step of the schedule, an int in [0, {total}); got {start_step!r}")
+        base = {f.name: getattr(self, f.name) for f in dataclasses.fields(Schedule)}
+        base["epochs"] = -(-steps // run_spe)
+        return CompressedSchedule(**base, steps=steps, source=self, start_step=start_step,
+                                  source_steps_per_epoch=steps_per_epoch)
 
     def scaled(self, ratio: float) -> Schedule:
         """The reduced PrAC schedule for a set of ``ratio = |PrAC| / N`` of the data.
@@ -175,6 +221,81 @@ class Schedule:
                 value = f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', type(value).__name__)}"
             out[f.name] = value
         return out
+
+
+@dataclass(frozen=True)
+class CompressedSchedule(Schedule):
+    """A schedule's learning-rate shape, from a start step to its end, compressed (or
+    stretched) into an exact number of optimizer steps; made by :meth:`Schedule.compressed`.
+
+    A round with a step budget (``PrACOptions.round_steps``) trains with one: exactly
+    :attr:`steps` optimizer steps, in ``epochs = ceil(steps / steps_per_epoch)`` epochs of its
+    data (the last one cut at :attr:`steps`), the learning rate following :attr:`source` from
+    :attr:`start_step` to its last step. The fields inherited from :class:`Schedule` are
+    ``source``'s (batch size, optimizer, learning rate and its shape, which :meth:`lr_factor`
+    reads through ``source``), except ``epochs``, the epochs this run touches.
+
+    Attributes:
+        steps: optimizer steps of the run.
+        source: the uncompressed schedule whose shape is followed.
+        start_step: the step of ``source`` that the run's first step takes its factor from.
+        source_steps_per_epoch: ``source``'s steps per epoch (where its shape falls in steps).
+    """
+
+    steps: int = 1
+    source: Schedule | None = None
+    start_step: int = 0
+    source_steps_per_epoch: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.source, Schedule) or isinstance(self.source, CompressedSchedule):
+            raise TypeError(f"source must be an uncompressed Schedule; got {type(self.source).__name__}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be an int >= 1; got {self.steps!r}")
+
+    @property
+    def source_end(self) -> int:
+        """The step after ``source``'s last one (its total steps)."""
+        return self.source.total_steps_at(self.source_steps_per_epoch)  # type: ignore[union-attr]
+
+    def total_steps_at(self, steps_per_epoch: int) -> int:
+        """Exactly :attr:`steps`, whatever the epoch length."""
+        return self.steps
+
+    def source_position(self, step: float) -> float:
+        """The position in ``source`` (a step, possibly fractional) that run step ``step``
+        takes its learning-rate factor from; steps outside ``[0, steps)`` are clamped."""
+        step = min(max(step, 0), self.steps - 1)
+        if self.steps == 1:
+            return float(self.start_step)
+        return self.start_step + (self.source_end - 1 - self.start_step) * step / (self.steps - 1)
+
+    def lr_factor(self, step: int, steps_per_epoch: int) -> float:
+        """The learning-rate multiplier at run ``step``: ``source``'s at :meth:`source_position`
+        (``steps_per_epoch``, the run's epoch length, does not change it)."""
+        return self.source.lr_factor(self.source_position(step), self.source_steps_per_epoch)  # type: ignore[union-attr,arg-type]
+
+    def scaled(self, ratio: float) -> Schedule:
+        raise ValueError("a compressed schedule is not scaled: scale its source, then compress that")
+
+    def compressed_from(self) -> dict[str, Any]:
+        """What was compressed, JSON-able: ``source``'s ``epochs`` and ``steps_per_epoch``, and
+        the span ``start_step`` .. ``end_step`` (its total steps) mapped onto the run."""
+        return {"epochs": self.source.epochs, "steps_per_epoch": self.source_steps_per_epoch,  # type: ignore[union-attr]
+                "start_step": self.start_step, "end_step": self.source_end}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: ``epochs`` and ``steps`` of the run, the batch size and optimizer settings,
+        and ``compressed_from`` (``source.to_dict()`` with the span of :meth:`compressed_from`)."""
+        source = self.source.to_dict()  # type: ignore[union-attr]
+        keep = ("batch_size", "lr", "momentum", "weight_decay", "nesterov", "optimizer")
+        return {"epochs": self.epochs, "steps": self.steps, **{k: source[k] for k in keep},
+                "compressed_from": {**source, **self.compressed_from()}}
+
+    def __repr__(self) -> str:
+        return (f"CompressedSchedule(steps={self.steps}, epochs={self.epochs}, source={self.source!r}, "
+                f"start_step={self.start_step}, source_steps_per_epoch={self.source_steps_per_epoch})")
 
 
 _SCHEDULE_FIELDS = {f.name for f in dataclasses.fields(Schedule)}

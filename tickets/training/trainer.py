@@ -23,6 +23,7 @@ from tickets import parallel as _dist
 import tickets.pruning.methods as methods
 from tickets.pruning.rewind import enforce_masks
 from tickets.data.sampling import _seed_for
+from tickets.prac.scores import ScoreRecord
 from tickets.prac.stats import SampleStats
 from tickets.training.checkpoint import (
     load_state as _load_state, load_trainer_state, seed_everything, state_copy as _state_copy, trainer_state,
@@ -91,7 +92,7 @@ class Trainer:
     Args:
         stats: a :class:`tickets.SampleStats` to record each batch's train-mode
             correctness into (needs index-carrying batches: a data set is wrapped in
-            :class:`tickets.IndexedDataset` for you).
+            :class:`tickets.IndexedDataset` for you); a ``ScoreRecord`` also gets the logits.
         round_index: mixed into the per-epoch seeds (IMP rounds draw different noise).
         on_epoch: ``fn(trainer, entry)`` after each full epoch (``entry`` = the epoch's log
             dict); raise in it to stop the run (a later resume repeats nothing).
@@ -118,7 +119,7 @@ class Trainer:
         eval_data: Any = None,
         test_data: Any = None,
         sampler: Sampler[int] | None = None,
-        stats: SampleStats | None = None,
+        stats: SampleStats | ScoreRecord | None = None,
         num_workers: int = 0,
         loader_kwargs: Mapping[str, Any] | None = None,
         eval_batch_size: int | None = None,
@@ -146,6 +147,7 @@ class Trainer:
         self.device = _device_of(model, device)
         self.eval_data, self.test_data = eval_data, test_data
         self.stats = stats
+        self._observe = stats.observe if getattr(stats, "needs_logits", False) else None  # scores of the logits (EL2N)
         self.precision = resolve_precision(self.device, precision, amp)
         self.channels_last = resolve_channels_last(model, channels_last)
         self.compiled = bool(compile)
@@ -168,7 +170,7 @@ class Trainer:
         self.loader: Iterable[Any] = path.loader
         self.sampler = path.sampler
         self.steps_per_epoch = path.steps_per_epoch
-        self.total_steps = schedule.epochs * self.steps_per_epoch
+        self.total_steps = schedule.total_steps_at(self.steps_per_epoch)
         self.start_step, self.stop_step = _step_range(start_step, stop_step, self.steps_per_epoch, self.total_steps)
         self.forward = _training_forward(model, self.device, channels_last=self.channels_last,
                                          distributed=self.distributed, compiled=self.compiled)
@@ -238,7 +240,10 @@ class Trainer:
                         "per-sample statistics need batches carrying sample indices: pass a Dataset "
                         "(it is wrapped in IndexedDataset) or a DataLoader over IndexedDataset(data)"
                     )
-                self.stats.record(idx.to(self.stats.device, non_blocking=True), correct.to(self.stats.device))
+                idx = idx.to(self.stats.device, non_blocking=True)
+                self.stats.record(idx, correct.to(self.stats.device))
+                if self._observe is not None:
+                    self._observe(idx, logits.detach(), y)
         self.step += 1
         self.steps_taken += 1
         self.samples += int(y.shape[0])
