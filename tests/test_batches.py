@@ -292,3 +292,26 @@ def test_lightning_callback_on_a_set_that_leaves_one_sample() -> None:
     assert search.done
     assert [h["steps"] for h in search.history] == [2 * 5, 2 * 2]
     assert [h["samples"] for h in search.history] == [2 * 41, 2 * 17]
+
+
+# ---------------------------------------------------------------------- a selection too small to train
+def _one_sample_rule(**kw: object) -> tickets.SelectionRule:
+    """Keeps the single highest-scored sample: a set no batching can train without a batch of one."""
+    return tickets.SelectionRule(top_fraction=0.025, use_disagreement=False, **kw)  # type: ignore[arg-type]
+
+
+def test_a_selection_too_small_to_train_keeps_the_current_set_and_the_search_goes_on() -> None:
+    data = blobs(40)
+    sampler = PrACSampler(data, seed=0)
+    ticket = tickets.prune(bn_mlp(), sampler, rounds=3, epochs=2, batch_size=8, lr=0.05, quiet=True,
+                           precision="fp32", selection=_one_sample_rule())
+    first = ticket.history[0]["next_set"]
+    assert first["fallback"] == "kept (too small)" and first["selected"] == 1
+    assert first["size"] == ticket.history[1]["set_size"] == 40  # round 1 trained the kept set
+    assert len(ticket.history) == 3
+
+
+def test_a_selection_too_small_to_train_under_empty_error_stops_with_the_reason() -> None:
+    with pytest.raises(tickets.EmptySelectionError, match="too few to train"):
+        tickets.prune(bn_mlp(), PrACSampler(blobs(40), seed=0), rounds=2, epochs=2, batch_size=8, lr=0.05, quiet=True,
+                      precision="fp32", selection=_one_sample_rule(empty="error"))

@@ -251,6 +251,8 @@ def test_retrain_measures_the_ticket_on_the_full_data() -> None:
     assert result.start_step == 16 and result.steps == 6 * 8 - 16
     assert 0.0 <= result.test_acc <= 1.0 and dict(result)["steps"] == result.steps
     assert ticket.history[-1]["total_steps"] == sum(h["steps"] for h in ticket.history)  # retraining not added
+    with pytest.raises(ValueError, match="trained no step.*rewind point"):  # a schedule that ends at the rewind point
+        retrain(ticket, _model, TRAIN, epochs=2, lr=0.05, batch_size=32)
 
 
 # ---------------------------------------------------------------------- bad input

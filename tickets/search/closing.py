@@ -23,7 +23,8 @@ from tickets import parallel as _dist
 import tickets.pruning.methods as methods
 from tickets.pruning.rewind import enforce_masks, rewind as rewind_weights, snapshot
 from tickets.data.sampling import targets_of
-from tickets.prac.stats import SampleStats
+from tickets.prac.rules import Selection
+from tickets.prac.stats import EmptySelectionError, SampleStats
 from tickets.prac.scores import ScoreContext, ScoreRecord
 from tickets.prac.score_rules import Rule, carries, choose_next, needs_pass
 from tickets.training.evaluation import predict
@@ -209,8 +210,29 @@ def select_next(search: SearchState, k: int, stats: SampleStats | ScoreRecord) -
     chosen = choose_next(rule, stats, context)
     if chosen.info["fallback"]:
         log.warning("round %d: the PrAC selection was empty; keeping the current set of %d samples", k, len(sampler))  # type: ignore[arg-type]
+    elif len(chosen.indices) <= search.world_size:
+        chosen = _too_small(search, k, chosen)
     sampler.update(chosen.indices, info=chosen.info)  # type: ignore[attr-defined]
     return dict(chosen.info)
+
+
+def _too_small(search: SearchState, k: int, chosen: Selection) -> Selection:
+    """A selection too small to train (fewer than 2 samples per process: no batching keeps a
+    train-mode batch of one out of it, see :mod:`tickets.data.batching`) is treated as an empty
+    one: the current set is kept (``"fallback": "kept (too small)"`` in the history), or under
+    ``empty="error"`` the search stops with the reason, before any of the round is trained."""
+    size, current = len(chosen.indices), search.sampler.indices  # type: ignore[attr-defined]
+    if getattr(search.rule, "empty", "keep") == "error":
+        raise EmptySelectionError(
+            f"round {k}'s selection kept {size} sample(s), too few to train in batches of two or more on "
+            f"{search.world_size} process(es); use SelectionRule(empty='keep') to keep the current set, "
+            f"min_per_class=, or a top_fraction rule"
+        )
+    log.warning("round %d: the PrAC selection kept %d sample(s), too few to train; keeping the current set of %d", k,
+                size, len(current))
+    info = {**chosen.info, "fallback": "kept (too small)", "selected": size, "size": len(current),
+            "fraction": len(current) / search.num_samples}
+    return Selection(current.cpu().long().clone(), info)
 
 
 def _step_fraction(search: SearchState, k: int) -> Callable[[int], float]:
@@ -272,7 +294,7 @@ def _summary(entry: Mapping[str, Any], n: int) -> str:
 
     return (
         f"round {entry['round']}: sparsity {pct(entry['sparsity'])}, set {entry['set_size']:,}/{n:,} "
-        f"({pct(entry['set_fraction'])}), {entry['epochs']} epochs, {entry['steps']:,} steps trained "
+        f"({pct(entry['set_fraction'])}), {entry['epochs']} epoch{'s' if entry['epochs'] != 1 else ''}, {entry['steps']:,} step{'s' if entry['steps'] != 1 else ''} trained "
         f"(schedule step {entry['start_step']:,} to {entry['end_step']:,}; search total {entry['total_steps']:,}), "
         f"val {pct(entry['val_acc'])}, test {pct(entry['test_acc'])}, "
         f"{entry['wall_time_s']:.1f}s"

@@ -119,7 +119,7 @@ class Journal:
         callback stops the run). Returns whether the run was saved."""
         if not force:
             self.metrics({"kind": "epoch", "round": index, **entry, "epochs": trainer.schedule.epochs,
-                          "steps_trained": trainer.steps_taken, "total_steps": trainer.total_steps})
+                          "steps_trained": trainer.steps_taken, "schedule_steps": trainer.total_steps})
         due = self.checkpoint_due()
         if (force or due) and self.directory is not None and self.writer:  # (no collective: rank 0 alone)
             self.checkpoint({**trainer.state_dict(), "round_epochs": trainer.schedule.epochs})

@@ -349,7 +349,7 @@ class Round:
             entry["early_stop"] = True
         self.log.append(entry)
         self.search._journal.metrics({"kind": "epoch", "round": self.index, **entry, "epochs": self.epochs,
-                                      "steps_trained": self.steps, "total_steps": self.total_steps})
+                                      "steps_trained": self.steps, "schedule_steps": self.total_steps})
         self._epoch_steps = 0
         self._sync_epoch()
         return self.stopped

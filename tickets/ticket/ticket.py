@@ -344,6 +344,10 @@ def retrain(
     Returns:
         The :class:`tickets.training.TrainResult` (``test_acc`` at the best-validation epoch,
         ``steps``, ``wall_time_s``...; ``dict(result)`` works).
+
+    Raises:
+        ValueError: a ticket without rewind state, an already-pruned model, or a schedule that
+            ends at or before ``start`` (no step would be trained).
     """
     if not isinstance(ticket, Ticket):
         raise TypeError(f"ticket must be a tickets.Ticket; got {type(ticket).__name__}")
@@ -359,5 +363,11 @@ def retrain(
     if start is None:
         epochs_at = float(ticket.meta.get("rewind_epochs", 0.0))
         start = f"{epochs_at}ep" if epochs_at else 0
-    return train(model, train_data, schedule, seed=seed, start_step=start, device=device, eval_data=eval_data,
-                 test_data=test_data, quiet=quiet, **train_kwargs)
+    result = train(model, train_data, schedule, seed=seed, start_step=start, device=device, eval_data=eval_data,
+                   test_data=test_data, quiet=quiet, **train_kwargs)
+    if result.steps == 0:  # a schedule that ends at the rewind point: nothing was measured
+        raise ValueError(
+            f"retraining trained no step: the schedule ends at or before the start {start!r} (the ticket's rewind "
+            f"point); give a schedule longer than that (more epochs)"
+        )
+    return result
