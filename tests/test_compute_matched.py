@@ -21,6 +21,7 @@ from tickets.data.splits import stratified_subset
 from tickets.prac.sampler import random_sets_like
 from tickets.search.options import PrACOptions, RunInterrupted
 from tickets.training.schedule import CompressedSchedule, Schedule
+from test_own_loop import own_loop
 
 torch.set_num_threads(1)
 
@@ -163,22 +164,7 @@ def test_an_own_loop_with_budgets_equals_the_engine() -> None:
 
     model = _model()
     search = TicketSearch(model, PrACSampler(data, seed=0), **settings)
-    loader = search.loader()
-    for rnd in search:
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-        scheduler = rnd.lr_scheduler(optimizer)
-        for _ in rnd:
-            model.train()
-            for x, y, idx in loader:
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                rnd.report(idx, logits, y)
-            rnd.end_epoch(val_acc=tickets.evaluate(model, val, precision="fp32").accuracy)
-        search.end_round()
+    own_loop(search, model, val)  # the loop users write (tests/test_own_loop.py)
     mine = search.ticket
     assert [h["steps"] for h in mine.history[1:]] == [9, 30]
     keys = ("round", "sparsity", "set_size", "epochs", "epochs_trained", "start_step", "end_step", "steps", "samples",
