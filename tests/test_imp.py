@@ -90,6 +90,9 @@ def test_iteration_savings_counts_round_zero_in_both() -> None:
              {"round": 2, "steps": 30, "set_fraction": 1.0, "round_steps": 30}]
     t = iteration_savings(whole, full)
     assert [r["steps_trained_prac"] for r in t.rows] == [100, 190, 220 + 90]
+    # a whole-set round cut short by the early-bird stop is not a trained model either
+    cut = [dict(whole[0]), dict(whole[1], steps=40, early_stopped=True), dict(whole[1], round=2)]
+    assert [r["steps_trained_prac"] for r in iteration_savings(cut, full).rows] == [100, 140 + 90, 230]
     with pytest.raises(ValueError, match="same number of rounds"):
         iteration_savings(prac, full[:2])
 

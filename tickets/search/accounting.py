@@ -76,8 +76,10 @@ def _history(value: Ticket | Sequence[Mapping[str, Any]], argument: str) -> list
 
 def _trained_already(entry: Mapping[str, Any], k: int) -> bool:
     """Whether round ``k`` of a search is a trained model of its sparsity by itself: round 0,
-    or a round on the whole training set (``set_fraction`` 1) without a step budget."""
-    return k == 0 or (entry.get("set_fraction") == 1.0 and entry.get("round_steps") is None)
+    or a round on the whole training set (``set_fraction`` 1) without a step budget that ran
+    its whole schedule (not cut short by the early-bird stop)."""
+    return k == 0 or (entry.get("set_fraction") == 1.0 and entry.get("round_steps") is None
+                      and not entry.get("early_stopped"))
 
 
 def _ratio_saved(spent: int, reference: int) -> float:

@@ -296,9 +296,10 @@ class Round:
                 )
         if self.stats is not None:
             correct = logits.detach().argmax(1).eq(target.to(logits.device))
-            self.stats.record(cpu.to(self.stats.device), correct.to(self.stats.device))
+            where = cpu.to(self.stats.device)  # one copy of the indices for the record and its scores
+            self.stats.record(where, correct.to(self.stats.device))
             if getattr(self.stats, "needs_logits", False):  # scores of the logits (EL2N), when the rule needs them
-                self.stats.observe(cpu, logits, target)  # type: ignore[union-attr]
+                self.stats.observe(where, logits, target)  # type: ignore[union-attr]
         enforce_masks(search.model)
         self.steps += 1
         self.samples += batch

@@ -62,7 +62,7 @@ def _training_forward(model: nn.Module, device: torch.device, *, channels_last: 
         forward = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, **_NO_BUFFER_SYNC,
         )
-    # torch.compile traces the masking into the graph (tickets.methods: the pruning hooks take
+    # torch.compile traces the masking into the graph (tickets.pruning.methods: the pruning hooks take
     # their traceable branch while compiling), so pruned weights stay zero and no step recompiles
     return torch.compile(forward) if compiled else forward  # type: ignore[return-value]
 
