@@ -83,6 +83,15 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
+def _save(plt, fig, path: str | os.PathLike[str]) -> Path:  # type: ignore[no-untyped-def]
+    """Lay ``fig`` out, write it to ``path`` and close it; returns the path."""
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_accuracy(
     series: dict[str, tuple[Sequence[float], Sequence[float | None]]],
     path: str | os.PathLike[str],
@@ -114,11 +123,7 @@ def plot_accuracy(
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -173,11 +178,7 @@ def plot_accuracy_vs_steps(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_prac_cost(
@@ -207,8 +208,4 @@ def plot_prac_cost(
     right.legend(fontsize=8)
     right.grid(alpha=0.3, axis="y")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

@@ -210,22 +210,33 @@ def _save_run(run: _Run, fingerprint: str, directory: Path, *, fsync: bool = Tru
     atomic_save(encoder(payload), directory / "state.pt", fsync=fsync)
 
 
+def _read_record(path: Path, format: str, version: int, what: str, upgrade: str) -> dict[str, Any]:
+    """A file of the run folder (``state.pt``, ``round_0.pt``), decoded: tensors and plain data
+    only (``weights_only``), its ``format`` tag checked, versions 1 to ``version`` read.
+
+    Raises:
+        ValueError: unreadable, another format, or a newer version (``upgrade`` says what to do).
+    """
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{str(path)!r} is not a readable {what}: {e}") from None
+    if not isinstance(record, dict) or record.get("format") != format:
+        raise ValueError(f"{str(path)!r} is not a {what} (no {format!r} format tag)")
+    if record.get("version") not in (1, version):
+        raise ValueError(
+            f"{str(path)!r} is a {what} of version {record.get('version')!r}; this torch-tickets reads versions "
+            f"1 and {version}: {upgrade}"
+        )
+    return _decode(record)
+
+
 def _load_run(directory: Path, fingerprint: str) -> _Run | None:
     path = directory / "state.pt"
     if not path.is_file():
         return None
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
-    except Exception as e:
-        raise ValueError(f"{str(path)!r} is not a readable checkpoint of tickets.prune: {e}") from None
-    if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
-        raise ValueError(f"{str(path)!r} is not a checkpoint of tickets.prune (no {STATE_FORMAT!r} format tag)")
-    if payload.get("version") not in (1, STATE_VERSION):
-        raise ValueError(
-            f"{str(path)!r} is a checkpoint of version {payload.get('version')!r}; this torch-tickets reads versions "
-            f"1 and {STATE_VERSION}: upgrade torch-tickets to resume it, or use another checkpoint_dir"
-        )
-    payload = _decode(payload)
+    payload = _read_record(path, STATE_FORMAT, STATE_VERSION, "checkpoint of tickets.prune",
+                           "upgrade torch-tickets to resume it, or use another checkpoint_dir")
     if payload["fingerprint"] != fingerprint:
         diff = _config_diff(json.loads(payload["fingerprint"]), json.loads(fingerprint), ignore=_GROWABLE_KEYS)
         if diff:
@@ -267,18 +278,8 @@ def _load_round_0(source: Path) -> dict[str, Any]:
             f"round 0 yet, or was run by an older torch-tickets that did not record it; finish its round 0 first "
             f"(rerun it) or compute round 0 in this search (leave out start_from)"
         )
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{str(path)!r} is not a readable round-0 record of torch-tickets: {e}") from None
-    if not isinstance(record, dict) or record.get("format") != ROUND0_FORMAT:
-        raise ValueError(f"{str(path)!r} is not a round-0 record of torch-tickets")
-    if record.get("version") not in (1, ROUND0_VERSION):
-        raise ValueError(
-            f"{str(path)!r} is a round-0 record of version {record.get('version')!r}; this torch-tickets reads "
-            f"versions 1 and {ROUND0_VERSION}: upgrade torch-tickets to start from it"
-        )
-    return _decode(record)
+    return _read_record(path, ROUND0_FORMAT, ROUND0_VERSION, "round-0 record of torch-tickets",
+                        "upgrade torch-tickets to start from it")
 
 
 def _check_rounds(run: _Run, rounds: int, directory: Path | None) -> None:
