@@ -230,3 +230,60 @@ def test_finder_names_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["cifar10", "--experiment", "ablation", "--early-bird", "--data-dir", str(tmp_path / "absent"),
                  "--out", str(tmp_path / "o"), *COMMON]) == 2
     assert "--early-bird" in capsys.readouterr().err and not (tmp_path / "absent").exists()
+
+
+def test_measure_rounds_measures_those_rounds_and_adds_more_later(tiny_cifar: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["cifar10", "--experiment", "ablation", "--data-dir", str(tiny_cifar), "--out", str(out), *COMMON,
+            "--rounds", "3", "--finders", "full,random"]
+    assert main([*args, "--measure-rounds", "2"]) == 0
+    measured = sorted(p.stem for p in (out / "checkpoints").glob("measure_*.json"))
+    assert measured == ["measure_random_round2"]  # the reference (PrAC) ran only as the source: not measured
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    by = {(r["finder"], r["round"]): r for r in rows}
+    assert by[("random", 2)]["ticket_test_acc"] is not None and by[("random", 1)]["ticket_test_acc"] is None
+    assert by[("full", 1)]["ticket_test_acc"] is not None  # full-data IMP's rounds are their own tickets
+    # asking for round 1 as well trains only the round-1 measurements
+    before = snapshot(out)
+    assert main([*args, "--measure-rounds", "2,1"]) == 0
+    after = snapshot(out)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert sorted(Path(k).stem for k in set(after) - set(before)) == ["measure_random_round1"]
+
+
+@pytest.mark.parametrize("value, message", [("0", "rounds 1..4"), ("5", "rounds 1..4"), ("2,2", "twice"),
+                                            ("two", "separated by commas")])
+def test_measure_rounds_are_checked(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_args(["cifar10", "--device", "cpu", "--experiment", "ablation", "--measure-rounds", value])
+    assert parse_args(["cifar10", "--device", "cpu", "--measure-rounds", "4,1"]).measure_rounds == (4, 1)
+
+
+def test_selection_adds_rule_finders_el2n_with_its_own_round_0(tiny_cifar: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["cifar10", "--experiment", "ablation", "--data-dir", str(tiny_cifar), "--out", str(out), *COMMON,
+            "--rounds", "2", "--finders", "full", "--selection", "el2n,forgetting", "--no-measure"]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["finders"] == ["full", "prac-el2n", "prac-forgetting"]
+    checkpoints = out / "checkpoints"
+    assert round0_epochs(checkpoints / "prac-forgetting") == 0  # took the reference's round 0
+    assert round0_epochs(checkpoints / "prac-el2n") == round0_epochs(checkpoints / "prac") > 0  # trained its own
+    def round0(name: str) -> list[tuple]:
+        lines = [json.loads(x) for x in (checkpoints / name / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        return [(x.get("loss"), x.get("val_acc")) for x in lines if x.get("kind") == "epoch" and x.get("round") == 0]
+
+    assert round0("prac-el2n") == round0("prac")  # the same dense network, epoch by epoch
+    assert results["histories"]["prac-el2n"][0]["test_acc"] == results["histories"]["full"][0]["test_acc"]
+    table = (out / "table.md").read_text()
+    assert "PrAC, rule el2n" in table and "PrAC, rule forgetting" in table
+
+
+def test_selection_names_are_checked() -> None:
+    parsed = parse_args(["cifar10", "--device", "cpu", "--experiment", "ablation", "--selection", "budget,paper"])
+    assert parsed.finders == (*DEFAULT_FINDERS, "prac-budget")  # paper is the reference, prac
+    with pytest.raises(ValueError, match="valid: paper"):
+        parse_args(["cifar10", "--device", "cpu", "--experiment", "ablation", "--selection", "el2m"])
+    with pytest.raises(ValueError, match="--selection applies to --experiment ablation only"):
+        parse_args(["cifar10", "--device", "cpu", "--selection", "el2n"])
+    assert {f"prac-{n}" for n in ("el2n", "easiest", "forgetting", "random", "budget")} <= set(FINDERS)

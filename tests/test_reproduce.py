@@ -118,9 +118,18 @@ def test_transfer_reuses_the_source_sets(tiny_cifar: Path, tmp_path: Path) -> No
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
     sizes = results["source"]["set_sizes"]
-    assert [h["set_size"] for h in results["prac_history"]] == sizes  # round k trained on the source's set k
-    assert results["rows"][1]["prac_test_acc"] is not None
-    assert "transfer" in (out / "table.md").read_text()
+    assert results["finders"] == ["transfer", "full", "random"]
+    histories = results["histories"]
+    assert [h["set_size"] for h in histories["transfer"]] == sizes  # round k trained on the source's set k
+    assert [h["set_size"] for h in histories["random"]] == sizes  # random sets of the same sizes
+    assert [h["steps"] for h in histories["random"]] == [h["steps"] for h in histories["transfer"]]
+    assert histories["full"][1]["set_size"] == sizes[0]
+    rows = {(r["finder"], r["round"]): r for r in results["rows"]}
+    assert rows[("transfer", 1)]["ticket_test_acc"] is not None and rows[("random", 1)]["ticket_test_acc"] is not None
+    table = (out / "table.md").read_text()
+    assert "PrAC sets of res20s" in table and "random subsets" in table and "set sizes per round" in table
+    checkpoints = out / "checkpoints"
+    assert {p.stem for p in checkpoints.glob("measure_*.json")} == {"measure_transfer_round1", "measure_random_round1"}
 
 
 def test_measure_flag_reaches_the_run_config() -> None:

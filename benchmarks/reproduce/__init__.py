@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 from benchmarks.reproduce.config import FOLDER, PRESETS, FolderOptions, Preset, RunConfig, get_preset
 from benchmarks.reproduce.experiments import EXPERIMENTS, Context, register_experiment
 import benchmarks.rewinding  # noqa: E402,F401  registers --experiment rewinding (issue 6)
-import benchmarks.reproduce.ablation  # noqa: E402,F401  registers --experiment ablation (issue 19)
+import benchmarks.reproduce.ablation  # noqa: E402,F401  registers --experiment ablation
+import benchmarks.reproduce.transfer  # noqa: E402,F401  registers --experiment transfer
 
 if TYPE_CHECKING:
     from tickets.data.datasets import DataSplits
@@ -255,6 +256,12 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--measure", action=argparse.BooleanOptionalAction, default=True,
                         help="retrain the PrAC tickets on the full split to measure them (default); --no-measure reports the searches only")
+    parser.add_argument("--measure-rounds", default=None, metavar="K,K,...",
+                        help="measure only these rounds' tickets, in this order, every finder at a round before the next "
+                             "round (default: every round >= 1); cached, so a later run with more rounds adds only those")
+    parser.add_argument("--selection", default=None, metavar="RULE,RULE,...",
+                        help="ablation: add PrAC IMP with these selection rules (paper, el2n, easiest, forgetting, random, "
+                             "budget; see docs/prac.md) to the finders, as finders prac-RULE")
     args = parser.parse_args(argv)
 
     preset = get_preset(args.preset)
@@ -305,19 +312,35 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
         dataset=args.dataset, arch=args.arch, preset=preset, experiment=args.experiment, data_dir=data_dir,
         out=out, seed=args.seed, device=args.device, transfer_arch=args.transfer_from, threads=args.threads,
         quiet=args.quiet, measure=args.measure, extra={"overrides": overrides} if overrides else {}, folder=folder_options,
-        finders=_finders(args.finders, args.experiment),
+        finders=_finders(args.finders, args.experiment, args.selection), measure_rounds=_rounds(args.measure_rounds),
     )
 
 
-def _finders(value: str | None, experiment: str) -> tuple[str, ...] | None:
-    """``--finders a,b,c`` checked (known names, no repeats; ablation only), or None."""
+def _rounds(value: str | None) -> tuple[int, ...] | None:
+    """``--measure-rounds 2,4`` as a tuple of ints (range checked by RunConfig), or None."""
     if value is None:
         return None
-    from benchmarks.reproduce.ablation import check_finders
+    try:
+        return tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise ValueError(f"--measure-rounds takes round numbers separated by commas, like 2,4; got {value!r}") from None
+
+
+def _finders(value: str | None, experiment: str, selection: str | None = None) -> tuple[str, ...] | None:
+    """``--finders a,b,c`` and ``--selection r1,r2`` checked (known names, no repeats; ablation
+    only): the finders to run, or None (the default four)."""
+    if value is None and selection is None:
+        return None
+    from benchmarks.reproduce.ablation import DEFAULT_FINDERS, check_finders, selection_finders
 
     if experiment != "ablation":
-        raise ValueError(f"--finders applies to --experiment ablation only, not {experiment!r}")
-    return check_finders(value.split(","))
+        flag = "--finders" if value is not None else "--selection"
+        raise ValueError(f"{flag} applies to --experiment ablation only, not {experiment!r} (the ablation compares a "
+                         f"selection rule with the paper's rule, random subsets and full-data IMP at equal cost)")
+    names = value.split(",") if value is not None else list(DEFAULT_FINDERS)
+    if selection is not None:
+        names += [n for n in selection_finders(selection.split(",")) if n not in names]
+    return check_finders(names)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,11 @@ round 0, and compares their tickets at equal sparsity and at equal cost:
   optimizer steps (``tickets.prac.sampler.random_sets_like``, a replayed sampler);
 - ``same-steps``: round k trains the whole split for exactly the PrAC round's optimizer
   steps, the full schedule compressed to them (``round_steps``);
-- any finder added with :func:`register_finder` (e.g. the next issue's selection rules).
+- ``prac-NAME``: PrAC IMP with the selection rule ``NAME`` of :data:`tickets.prac.score_rules.RULES`
+  (``el2n``, ``easiest``, ``forgetting``, ``random``, ``budget``; ``--selection NAME,...``
+  adds them); a rule that records a score in round 0 the paper's rule does not (EL2N)
+  trains its own round 0, the same dense network from the same initialization and seed;
+- any finder added with :func:`register_finder`.
 
 **Order and sharing.** The PrAC search runs first, always (it is the reference: the others
 take its round 0, its set sizes and its steps); it records the per-sample statistics of
@@ -50,8 +54,8 @@ from benchmarks.reproduce.experiments import (Context, _pct, _round, _round_tick
 from benchmarks.reproduce.report import (fmt, fmt_acc, markdown_table, plot_accuracy, plot_accuracy_vs_steps,
                                          standard_error)
 
-__all__ = ["DEFAULT_FINDERS", "FINDERS", "REFERENCE", "Finder", "FinderSpec", "Source", "ablation", "ablation_rows",
-           "check_finders", "register_finder"]
+__all__ = ["DEFAULT_FINDERS", "FINDERS", "REFERENCE", "RULE_PREFIX", "Finder", "FinderSpec", "Source", "ablation",
+           "ablation_rows", "check_finders", "register_finder", "selection_finders"]
 
 #: The finder every other one starts from (its round 0, set sizes and steps); it always runs.
 REFERENCE = "prac"
@@ -107,11 +111,17 @@ class Finder:
             ``min_step_fraction``...).
         measure: whether its round tickets are measured on the full split (False only for a
             finder whose rounds already train the full split with the full schedule).
+        own_round_0: train its own round 0 instead of taking the reference's: for a selection
+            rule that records, during round 0, a score the reference's rule does not (EL2N).
+            The same initialization and seed give the same dense network; the table counts
+            the extra round 0 in the run's time, not in the finder's steps (round 0 is shared
+            cost in every finder).
     """
 
     sampler: Any
     options: Mapping[str, Any] = field(default_factory=dict)
     measure: bool = True
+    own_round_0: bool = False
 
 
 FinderBuilder = Callable[[Context, "Source | None"], Finder]
@@ -209,6 +219,59 @@ def _same_steps(ctx: Context, source: Source | None) -> Finder:
     return Finder(full_data_sampler(ctx), options={"round_steps": _needed(source, "same-steps").round_steps})
 
 
+# --------------------------------------------------------------------------- selection rules
+#: The ``--finders`` name of the PrAC search with the selection rule ``NAME``: ``prac-NAME``.
+RULE_PREFIX = "prac-"
+
+
+def _rule_finder(rule_name: str) -> FinderBuilder:
+    def build(ctx: Context, source: Source | None) -> Finder:
+        from tickets.prac.rules import SelectionRule
+        from tickets.prac.sampler import PrACSampler
+        from tickets.prac.score_rules import resolve_rule
+        from tickets.prac.scores import score_class
+
+        rule = resolve_rule(rule_name)
+        shared = SelectionRule().scores()  # what the reference's round 0 records
+        own = any(score_class(n).needs_logits and n not in shared for n in rule.scores())
+        return Finder(PrACSampler(ctx.splits.train, seed=ctx.config.seed, selection=rule), own_round_0=own)
+
+    return build
+
+
+def _register_rules() -> None:
+    from tickets.prac.score_rules import RULES
+
+    for rule_name in RULES:
+        if rule_name == "paper":  # that is the reference, ``prac``
+            continue
+        register_finder(
+            RULE_PREFIX + rule_name, label=f"PrAC, rule {rule_name}",
+            description=f"PrAC IMP choosing each round's set with the selection rule {rule_name!r} "
+            f"(tickets.PrACSampler(selection={rule_name!r}); see docs/prac.md)",
+        )(_rule_finder(rule_name))
+
+
+_register_rules()
+
+
+def selection_finders(names: Sequence[str]) -> tuple[str, ...]:
+    """The ``--finders`` names of the selection rules ``names`` (``--selection el2n,budget``):
+    ``prac-el2n``, ...; ``paper`` is the reference, ``prac``.
+
+    Raises:
+        ValueError: an empty list or an unknown rule (the valid names listed).
+    """
+    from tickets.prac.score_rules import RULES
+
+    names = [n.strip() for n in names if n.strip()]
+    unknown = [n for n in names if n not in RULES]
+    if not names or unknown:
+        raise ValueError(f"--selection takes rule names separated by commas; unknown or none: {unknown or names}; "
+                         f"valid: {','.join(RULES)}")
+    return tuple("prac" if n == "paper" else RULE_PREFIX + n for n in names)
+
+
 def _needed(source: Source | None, name: str) -> Source:
     """``source``, which the finder ``name`` is built from (only the reference gets None)."""
     if source is None:
@@ -227,69 +290,88 @@ class FinderRun:
     measure: bool
     search_s: float = 0.0
     measure_s: float = 0.0
+    own_round_0: bool = False
 
 
-def _search(ctx: Context, model: nn.Module, names: Sequence[str]) -> tuple[dict[str, FinderRun], Source]:
-    """Run the reference search, then every other finder of ``names`` from its round 0."""
-    reference_dir = ctx.out / "checkpoints" / REFERENCE
+def _search(ctx: Context, model: nn.Module, names: Sequence[str],
+            reference: FinderSpec | None = None) -> tuple[dict[str, FinderRun], Source]:
+    """Run the ``reference`` search (default: PrAC IMP), then every other finder of ``names``
+    from its round 0 (or its own, for a finder with ``own_round_0``)."""
+    reference = reference or FINDERS[REFERENCE]
+    reference_dir = ctx.out / "checkpoints" / reference.name
     runs: dict[str, FinderRun] = {}
     started = time.perf_counter()
-    ctx.log(f"{FINDERS[REFERENCE].label} (the reference: every other finder starts from its round 0)")
-    finder = FINDERS[REFERENCE].build(ctx, None)
-    ticket = find_ticket(ctx, model, finder.sampler, name=REFERENCE, **finder.options)
-    runs[REFERENCE] = FinderRun(FINDERS[REFERENCE], ticket.history, {}, finder.measure, time.perf_counter() - started)
+    ctx.log(f"{reference.label} (the reference: every other finder starts from its round 0)")
+    finder = reference.build(ctx, None)
+    ticket = find_ticket(ctx, model, finder.sampler, name=reference.name, **finder.options)
+    runs[reference.name] = FinderRun(reference, ticket.history, {}, finder.measure, time.perf_counter() - started)
     source = Source(ctx, reference_dir, ticket.history)
     for name in names:
-        if name == REFERENCE:
+        if name == reference.name:
             continue
         spec, started = FINDERS[name], time.perf_counter()
-        ctx.log(f"{spec.label} (start_from={reference_dir}: its round 0)")
         finder = spec.build(ctx, source)
-        ticket = find_ticket(ctx, model, finder.sampler, name=name, start_from=reference_dir, **finder.options)
-        runs[name] = FinderRun(spec, ticket.history, {}, finder.measure, time.perf_counter() - started)
-    return {n: runs[n] for n in FINDERS if n in runs and (n in names)}, source
+        ctx.log(f"{spec.label}: its rule records scores in round 0 that the reference's does not, so it trains its own "
+                f"round 0 (the same initialization and seed: the same dense network)" if finder.own_round_0 else
+                f"{spec.label} (start_from={reference_dir}: its round 0)")
+        ticket = find_ticket(ctx, model, finder.sampler, name=name,
+                             start_from=None if finder.own_round_0 else reference_dir, **finder.options)
+        runs[name] = FinderRun(spec, ticket.history, {}, finder.measure, time.perf_counter() - started,
+                               own_round_0=finder.own_round_0)
+    order = [*FINDERS] if reference.name in FINDERS else [reference.name, *FINDERS]  # the table's order
+    return {n: runs[n] for n in order if n in runs and (n in names)}, source
 
 
 def _measure(ctx: Context, model: nn.Module, runs: Mapping[str, FinderRun]) -> None:
-    """Measure the round tickets (rounds >= 1) of every finder that needs it, on the full split."""
-    if not ctx.config.measure:
-        return
-    for name, run in runs.items():
-        if not run.measure:
-            continue
-        started = time.perf_counter()
-        for k, ticket in enumerate(_round_tickets(ctx, name, len(run.history))):
-            if k == 0:
+    """Measure the round tickets (rounds >= 1, or ``--measure-rounds``) of every finder that
+    needs it, on the full split: round-major (every finder at a round before the next round),
+    so that a run cut short still compares all finders at its first rounds."""
+    measured = {name: run for name, run in runs.items() if run.measure}
+    tickets = {name: _round_tickets(ctx, name, len(run.history)) for name, run in measured.items()}
+    rounds = ctx.config.rounds_to_measure(max((len(r.history) for r in measured.values()), default=0))
+    for k in rounds:
+        for name, run in measured.items():
+            if k >= len(run.history):
                 continue
+            started = time.perf_counter()
             ctx.log(f"measuring the {run.spec.label} ticket of round {k} (sparsity "
                     f"{100 * run.history[k]['sparsity']:.2f}%) on the full split")
-            run.measured[k] = measure_ticket(ctx, model, ticket, name=f"measure_{name}_round{k}")
-        run.measure_s = time.perf_counter() - started
+            run.measured[k] = measure_ticket(ctx, model, tickets[name][k], name=f"measure_{name}_round{k}")
+            run.measure_s += time.perf_counter() - started
 
 
 @register_experiment("ablation")
 def ablation(ctx: Context) -> dict[str, Any]:
     """Full-data IMP, PrAC IMP, random subsets of PrAC's sizes and full data for PrAC's steps
-    (or the finders of ``--finders``), from one round 0, measured and compared at equal cost."""
+    (or the finders of ``--finders`` / ``--selection``), from one round 0, measured and
+    compared at equal cost."""
     cfg = ctx.config
     if cfg.preset.early_bird:
         raise ValueError("--experiment ablation compares finders at equal optimizer steps; --early-bird would make the "
                          "PrAC rounds' steps depend on when they stop: run it without --early-bird")
     names = check_finders(cfg.finders or DEFAULT_FINDERS)
     model = build_model(cfg.arch, ctx.splits.num_classes, cfg.seed)
-    runs, source = _search(ctx, model, names)
+    return compare_finders(ctx, model, names, f"Ablation: {cfg.data_label}, {cfg.arch}, preset {cfg.preset.name}")
+
+
+def compare_finders(ctx: Context, model: nn.Module, names: Sequence[str], title: str,
+                    reference: FinderSpec | None = None) -> dict[str, Any]:
+    """Search with the ``reference`` finder (default: PrAC IMP) and the finders ``names`` from
+    its round 0, measure their tickets, and write ``table.md``, ``accuracy.png`` and
+    ``cost.png``; returns the results (``results.json``'s content)."""
+    reference = reference or FINDERS[REFERENCE]
+    runs, source = _search(ctx, model, names, reference)
     _measure(ctx, model, runs)
     n_test = len(ctx.splits.test)
     rows = ablation_rows(runs, n_test)
-    title = f"Ablation: {cfg.data_label}, {cfg.arch}, preset {cfg.preset.name}"
     plots = _plots(ctx, runs, rows, title)
-    timing = _timing(runs)
-    markdown = _markdown(ctx, runs, rows, timing, title)
+    timing = _timing(runs, reference.name)
+    markdown = _markdown(ctx, runs, rows, timing, title, reference)
     summary = f"{markdown}\n{_summary_line(runs, rows)} Outputs in {ctx.out}."
     return {
         "finders": list(runs),
-        "reference": REFERENCE,
-        "reference_ran_only_as_source": REFERENCE not in names,
+        "reference": reference.name,
+        "reference_ran_only_as_source": reference.name not in names,
         "descriptions": {n: {"label": r.spec.label, "description": r.spec.description} for n, r in runs.items()},
         "rows": rows,
         "histories": {n: r.history for n, r in runs.items()},
@@ -361,13 +443,14 @@ def ablation_rows(runs: Mapping[str, FinderRun], n_test: int) -> list[dict[str, 
     return rows
 
 
-def _timing(runs: Mapping[str, FinderRun]) -> dict[str, Any]:
+def _timing(runs: Mapping[str, FinderRun], reference: str = REFERENCE) -> dict[str, Any]:
     """Wall time from the histories (kept across resumes): round 0 once, every search's rounds
-    >= 1, and the measurements (from their records); plus this invocation's seconds."""
-    reference = runs.get(REFERENCE)
-    any_run = reference or next(iter(runs.values()))
+    >= 1 (and its own round 0 for a finder that trained one), and the measurements (from their
+    records); plus this invocation's seconds."""
+    any_run = runs.get(reference) or next(iter(runs.values()))
     round0 = float(any_run.history[0].get("wall_time_s") or 0.0)
-    searches = {n: round(sum(float(h.get("wall_time_s") or 0.0) for h in r.history[1:]), 1) for n, r in runs.items()}
+    searches = {n: round(sum(float(h.get("wall_time_s") or 0.0) for h in r.history[0 if r.own_round_0 else 1:]), 1)
+                for n, r in runs.items()}
     measures = {n: round(sum(float(m.get("wall_time_s") or 0.0) for m in r.measured.values()), 1) for n, r in runs.items()}
     return {
         "round0_s": round(round0, 1), "search_rounds_s": searches, "measure_s": measures,
@@ -378,7 +461,7 @@ def _timing(runs: Mapping[str, FinderRun]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- outputs
 def _markdown(ctx: Context, runs: Mapping[str, FinderRun], rows: Sequence[dict[str, Any]], timing: dict[str, Any],
-              title: str) -> str:
+              title: str, reference: FinderSpec | None = None) -> str:
     """``table.md``: one table (every finder at every round, round 0 once), notes, totals."""
     cfg, preset, n = ctx.config, ctx.config.preset, len(ctx.splits.test)
     measured = cfg.measure
@@ -421,12 +504,18 @@ def _markdown(ctx: Context, runs: Mapping[str, FinderRun], rows: Sequence[dict[s
         "rewind point). Saved: 1 - finder / full-data IMP, cumulative, for each measure."
     )
     walls = ", ".join(f"`{k}` {fmt(v, 0)} s" for k, v in timing["search_rounds_s"].items())
+    own = [r.spec.label for r in runs.values() if r.own_round_0]
+    own_round_0 = (f"; {', '.join(own)} trained {'its' if len(own) == 1 else 'their'} own, the same dense network from "
+                   f"the same initialization and seed, since {'its rule records' if len(own) == 1 else 'their rules record'}"
+                   f" scores in round 0 that the reference's does not (its wall time counts in its rounds, not in "
+                   f"its steps)" if own else "")
     measures = ", ".join(f"`{k}` {fmt(v, 0)} s" for k, v in timing["measure_s"].items() if v)
     return (
         f"# {title}\n\n"
         f"`{cfg.data_label}`, `{cfg.arch}`, preset `{preset.name}` ({preset.note}); {len(ctx.splits.train):,} training "
         f"images, {val:,} validation, {n:,} test; seed {cfg.seed}. Every finder runs through `tickets.prune` from the "
-        f"same initialization and the same round 0 (trained once, by the PrAC search).\n\n{finders}\n\n{notes}\n\n"
+        f"same initialization and the same round 0 (trained once, by the {(reference or FINDERS[REFERENCE]).label} "
+        f"search{own_round_0})." f"\n\n{finders}\n\n{notes}\n\n"
         + markdown_table(headers, cells)
         + f"\nWall time (from the histories): round 0 {fmt(timing['round0_s'], 0)} s (once); rounds >= 1: {walls}"
         + (f"; measuring: {measures}" if measures else "") + f"; {fmt(timing['total_s'], 0)} s in all.\n"

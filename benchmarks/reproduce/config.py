@@ -192,6 +192,10 @@ class RunConfig:
             must be None for the built-in data sets.
         finders: for ``experiment="ablation"``, the finders to run and compare (names of
             ``benchmarks.reproduce.ablation.FINDERS``); None = its default four.
+        measure_rounds: which rounds' tickets to measure (each >= 1), in that order (round-major
+            across finders, so that a run cut short still compares every finder at the first
+            rounds); None = every round >= 1. Measuring is the costliest part of a comparison
+            (one full-data training per ticket and finder).
         extra: free-form; ``extra["overrides"]`` lists the preset fields set on the command
             line (``folder`` refuses those that do not fit the data instead of sizing them).
     """
@@ -211,6 +215,27 @@ class RunConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     folder: FolderOptions | None = None
     finders: tuple[str, ...] | None = None
+    measure_rounds: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.measure_rounds is None:
+            return
+        rounds = tuple(self.measure_rounds)
+        bad = [k for k in rounds if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k < self.preset.rounds]
+        if bad or not rounds:
+            raise ValueError(f"measure_rounds must name rounds 1..{self.preset.rounds - 1} (round 0 is the dense "
+                             f"network, not a ticket); got {list(rounds)}")
+        if len(set(rounds)) != len(rounds):
+            raise ValueError(f"measure_rounds names a round twice: {list(rounds)}")
+        self.measure_rounds = rounds
+
+    def rounds_to_measure(self, n_rounds: int) -> list[int]:
+        """The rounds (>= 1) of an ``n_rounds``-round search whose tickets are measured, in order."""
+        if not self.measure:
+            return []
+        if self.measure_rounds is None:
+            return list(range(1, n_rounds))
+        return [k for k in self.measure_rounds if k < n_rounds]
 
     @property
     def data_label(self) -> str:

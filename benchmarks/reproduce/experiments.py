@@ -22,12 +22,11 @@ import torch
 from torch import nn
 
 from benchmarks.reproduce.config import Preset, RunConfig
-from tickets.parallel import is_writer
 from benchmarks.reproduce.report import fmt, markdown_table, plot_accuracy, plot_prac_cost, write_json
 from tickets.data.datasets import DataSplits
 
 __all__ = ["Context", "EXPERIMENTS", "register_experiment", "find_ticket", "measure_ticket", "build_model", "compare",
-           "compare_rows", "full_data_sampler", "imp_vs_prac", "schedule_of", "transfer"]
+           "compare_rows", "full_data_sampler", "imp_vs_prac", "schedule_of"]
 
 
 @dataclass
@@ -252,9 +251,9 @@ def compare(ctx: Context, arch: str, finder: tuple[str, Any], *, early_bird: boo
     full = [_round(h) for h in full_ticket.history]
     other = [_round(h) for h in other_ticket.history]
     measured: dict[int, dict[str, Any]] = {}
-    for k, ticket_k in enumerate(_round_tickets(ctx, name, len(other))):
-        if k == 0 or not ctx.config.measure:
-            continue
+    tickets_k = _round_tickets(ctx, name, len(other))
+    for k in ctx.config.rounds_to_measure(len(other)):
+        ticket_k = tickets_k[k]
         ctx.log(f"measuring the {name} ticket of round {k} (sparsity {100 * other[k]['sparsity']:.2f}%) on the full split")
         measured[k] = measure_ticket(ctx, model, ticket_k, name=f"measure_{name}_round{k}")
     rows = compare_rows(full, other, measured)
@@ -317,36 +316,3 @@ def _comparison_plots(ctx: Context, rows: list[dict[str, Any]], title: str) -> l
     return [acc.name, cost.name]
 
 
-# --------------------------------------------------------------------------- transfer
-@register_experiment("transfer")
-def transfer(ctx: Context) -> dict[str, Any]:
-    """PrAC sets found with ``--transfer-from`` reused to find tickets for ``--arch``.
-
-    1. PrAC IMP with the source architecture (``checkpoints/source``) records the set each
-       round trained on; 2. the target architecture runs IMP on those sets
-       (:meth:`tickets.PrACSampler.replay`, round k on the source's round-k set, schedule
-       scaled the same way) and 3. is compared with full-data IMP of the target, ticket by
-       ticket, the transferred tickets measured on the full split. The source search's steps
-       are reported on their own (a set found once can serve many architectures).
-    """
-    from tickets.search.run_folder import load_prac_sets
-    from tickets.prac.sampler import PrACSampler
-
-    cfg = ctx.config
-    source_arch = cfg.transfer_arch or "res20s"
-    ctx.log(f"PrAC IMP with the source architecture {source_arch}")
-    source_model = build_model(source_arch, ctx.splits.num_classes, cfg.seed)
-    source = find_ticket(ctx, source_model, PrACSampler(ctx.splits.train, seed=cfg.seed), name="source")
-    sets = load_prac_sets(ctx.out / "checkpoints" / "source")
-    sampler = PrACSampler.replay(ctx.splits.train, sets, seed=cfg.seed)
-    title = f"PrAC set transfer {source_arch} -> {cfg.arch}: {cfg.data_label}, preset {cfg.preset.name}"
-    results = compare(ctx, cfg.arch, ("transfer", sampler), early_bird=False, title=title)
-    source_steps = sum(int(h["steps"]) for h in source.history)
-    note = (f"\nThe PrAC sets came from PrAC IMP with `{source_arch}` ({source_steps:,} steps, not counted above; "
-            f"set sizes per round: {', '.join(str(len(s)) for s in sets)}).\n")
-    results["markdown"] += note
-    results["summary"] += note
-    results["source"] = {"arch": source_arch, "history": source.history, "set_sizes": [len(s) for s in sets]}
-    if is_writer():
-        (ctx.out / "table.md").write_text(results["markdown"])
-    return results
