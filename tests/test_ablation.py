@@ -119,7 +119,10 @@ def test_outputs_measurements_and_accounting(ablation_run: tuple[Path, list[str]
     table = (out / "table.md").read_text()
     assert "| round | sparsity | finder | ticket acc ± s.e. |" in table and "standard error" in table
     assert all(FINDERS[name].label in table for name in DEFAULT_FINDERS)
-    assert "all (shared round 0)" in table and " ± " in table
+    assert "all (shared round 0)" in table and " ± " in table and "noise, ±" in table
+    assert {(c["finder"], c["against"]) for c in results["comparisons"]} == {
+        ("prac", "full"), ("prac", "random"), ("prac", "same-steps"), ("random", "full"), ("random", "same-steps"),
+        ("same-steps", "full")}
     rows = results["rows"]
     n_test = results["test_images"]
     measured = {name for name in DEFAULT_FINDERS if name != "full"}
@@ -287,3 +290,22 @@ def test_selection_names_are_checked() -> None:
     with pytest.raises(ValueError, match="--selection applies to --experiment ablation only"):
         parse_args(["cifar10", "--device", "cpu", "--selection", "el2n"])
     assert {f"prac-{n}" for n in ("el2n", "easiest", "forgetting", "random", "budget")} <= set(FINDERS)
+
+
+def test_comparisons_say_which_differences_exceed_the_noise() -> None:
+    from benchmarks.reproduce.ablation import comparisons
+
+    def row(finder: str, k: int, acc: float | None) -> dict:
+        return {"finder": finder, "round": k, "sparsity": 0.36 * k, "ticket_test_acc": acc}
+
+    rows = [row("full", 0, 0.80), row("full", 1, 0.82), row("full", 2, 0.83),
+            row("prac", 0, 0.80), row("prac", 1, 0.815), row("prac", 2, 0.80),
+            row("random", 0, 0.80), row("random", 1, 0.81), row("random", 2, None)]
+    found = {(c["finder"], c["against"], c["round"]): c for c in comparisons(rows, 10_000)}
+    # pairs: prac against full and random; random against full (not again against prac); round 0 and unmeasured left out
+    assert set(found) == {("prac", "full", 1), ("prac", "full", 2), ("prac", "random", 1), ("random", "full", 1)}
+    se = lambda p: (p * (1 - p) / 10_000) ** 0.5  # noqa: E731
+    c = found[("prac", "full", 2)]
+    assert c["diff"] == pytest.approx(-0.03) and c["threshold"] == pytest.approx(2 * (se(0.80) ** 2 + se(0.83) ** 2) ** 0.5)
+    assert c["beyond_noise"] is True  # 3 points against a threshold of about 1.1
+    assert found[("prac", "random", 1)]["beyond_noise"] is False  # 0.5 points: within the noise

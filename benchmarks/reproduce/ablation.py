@@ -54,7 +54,7 @@ from benchmarks.reproduce.experiments import (Context, _pct, _round, _round_tick
 from benchmarks.reproduce.report import (fmt, fmt_acc, markdown_table, plot_accuracy, plot_accuracy_vs_steps,
                                          standard_error)
 
-__all__ = ["DEFAULT_FINDERS", "FINDERS", "REFERENCE", "RULE_PREFIX", "Finder", "FinderSpec", "Source", "ablation",
+__all__ = ["BASELINES", "DEFAULT_FINDERS", "FINDERS", "comparisons", "REFERENCE", "RULE_PREFIX", "Finder", "FinderSpec", "Source", "ablation",
            "ablation_rows", "check_finders", "register_finder", "selection_finders"]
 
 #: The finder every other one starts from (its round 0, set sizes and steps); it always runs.
@@ -366,7 +366,8 @@ def compare_finders(ctx: Context, model: nn.Module, names: Sequence[str], title:
     rows = ablation_rows(runs, n_test)
     plots = _plots(ctx, runs, rows, title)
     timing = _timing(runs, reference.name)
-    markdown = _markdown(ctx, runs, rows, timing, title, reference)
+    found = comparisons(rows, n_test)
+    markdown = _markdown(ctx, runs, rows, timing, title, reference) + _comparison_table(runs, found)
     summary = f"{markdown}\n{_summary_line(runs, rows)} Outputs in {ctx.out}."
     return {
         "finders": list(runs),
@@ -374,6 +375,7 @@ def compare_finders(ctx: Context, model: nn.Module, names: Sequence[str], title:
         "reference_ran_only_as_source": reference.name not in names,
         "descriptions": {n: {"label": r.spec.label, "description": r.spec.description} for n, r in runs.items()},
         "rows": rows,
+        "comparisons": found,
         "histories": {n: r.history for n, r in runs.items()},
         "measured": {n: {str(k): v for k, v in r.measured.items()} for n, r in runs.items()},
         "reference_set_sizes": source.set_sizes,
@@ -441,6 +443,56 @@ def ablation_rows(runs: Mapping[str, FinderRun], n_test: int) -> list[dict[str, 
         acc, ref = row["ticket_test_acc"], (base or {}).get("ticket_test_acc")
         row["diff_vs_full"] = None if acc is None or ref is None else acc - ref
     return rows
+
+
+#: The finders every other measured finder is compared with, in this order, when present.
+BASELINES: tuple[str, ...] = ("full", "random", "same-steps")
+
+
+def comparisons(rows: Sequence[dict[str, Any]], n_test: int) -> list[dict[str, Any]]:
+    """Each measured finder's ticket against each baseline's (:data:`BASELINES`) and against
+    the reference (``prac``) at the same round (>= 1): ``diff`` (accuracy points / 100),
+    ``threshold`` = 2 sqrt(s.e.₁² + s.e.₂²) and ``beyond_noise`` (``|diff| > threshold``).
+    Rounds where either ticket is unmeasured are left out."""
+    by = {(r["finder"], r["round"]): r for r in rows}
+    finders = list(dict.fromkeys(r["finder"] for r in rows))
+    out, pairs = [], set()
+    for name in finders:
+        if name == "full":
+            continue
+        for base in (*BASELINES, REFERENCE):
+            if base == name or base not in finders or frozenset((name, base)) in pairs:
+                continue
+            pairs.add(frozenset((name, base)))
+            for (finder, k), row in by.items():
+                other = by.get((base, k))
+                if finder != name or k == 0 or other is None:
+                    continue
+                a, b = row["ticket_test_acc"], other["ticket_test_acc"]
+                if a is None or b is None:
+                    continue
+                threshold = 2 * ((standard_error(a, n_test) or 0.0) ** 2 + (standard_error(b, n_test) or 0.0) ** 2) ** 0.5
+                out.append({"finder": name, "against": base, "round": k, "sparsity": row["sparsity"], "diff": a - b,
+                            "threshold": threshold, "beyond_noise": abs(a - b) > threshold})
+    return out
+
+
+def _comparison_table(runs: Mapping[str, FinderRun], found: Sequence[dict[str, Any]]) -> str:
+    """``table.md``'s second table: the :func:`comparisons`, one line per finder and baseline."""
+    if not found:
+        return ""
+    rounds = sorted({c["round"] for c in found})
+    sparsity = {c["round"]: c["sparsity"] for c in found}
+    headers = ["ticket of", "against", *(f"round {k} ({fmt(100 * sparsity[k], 2, '%')})" for k in rounds)]
+    lines = []
+    for name, base in dict.fromkeys((c["finder"], c["against"]) for c in found):
+        cells = {c["round"]: c for c in found if c["finder"] == name and c["against"] == base}
+        lines.append([runs[name].spec.label, runs[base].spec.label] + [
+            "-" if k not in cells else f"{100 * cells[k]['diff']:+.2f} ({'beyond' if cells[k]['beyond_noise'] else 'within'}"
+            f" noise, ±{100 * cells[k]['threshold']:.2f})" for k in rounds])
+    return ("\nAt equal sparsity: the difference in ticket accuracy (points), and whether it exceeds "
+            "2·sqrt(s.e.₁² + s.e.₂²) (the ± value): a difference within it is not evidence that one finder beats the "
+            "other.\n\n" + markdown_table(headers, lines))
 
 
 def _timing(runs: Mapping[str, FinderRun], reference: str = REFERENCE) -> dict[str, Any]:
