@@ -133,6 +133,11 @@ def test_outputs_measurements_and_accounting(ablation_run: tuple[Path, list[str]
         if r["round"] >= 1 and r["finder"] in measured:
             assert (out / "checkpoints" / f"measure_{r['finder']}_round{r['round']}.json").exists()
             assert r["measure_steps"] > 0
+    # every finder's round-1 ticket is the mask pruned from the shared round 0: measured once, reused
+    records = {name: json.loads((out / "checkpoints" / f"measure_{name}_round1.json").read_text()) for name in measured}
+    assert "same_ticket_as" not in records["prac"]
+    assert records["random"]["same_ticket_as"] == records["same-steps"]["same_ticket_as"] == "measure_prac_round1"
+    assert records["random"]["test_acc"] == records["prac"]["test_acc"]
     by = {(r["finder"], r["round"]): r for r in rows}
     for k in (1, 2):
         full = by[("full", k)]

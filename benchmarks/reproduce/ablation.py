@@ -39,6 +39,7 @@ IMP), ``results.json``, ``accuracy.png`` (ticket accuracy vs sparsity) and ``cos
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -322,21 +323,45 @@ def _search(ctx: Context, model: nn.Module, names: Sequence[str],
     return {n: runs[n] for n in order if n in runs and (n in names)}, source
 
 
+def _digest(ticket: Any) -> str:
+    """A digest of a ticket's masks and rewind weights: equal digests, equal measurements."""
+    h = hashlib.sha256()
+    for part in (ticket.masks, ticket.rewind_state or {}):
+        for key in sorted(part):
+            h.update(key.encode())
+            h.update(part[key].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def _measure(ctx: Context, model: nn.Module, runs: Mapping[str, FinderRun]) -> None:
     """Measure the round tickets (rounds >= 1, or ``--measure-rounds``) of every finder that
     needs it, on the full split: round-major (every finder at a round before the next round),
-    so that a run cut short still compares all finders at its first rounds."""
+    so that a run cut short still compares all finders at its first rounds. A ticket equal to
+    one measured already (same masks and rewind weights: every finder's round-1 ticket, whose
+    mask comes from the shared round 0) reuses that measurement, the same computation."""
+    from benchmarks.reproduce.report import write_json
+
     measured = {name: run for name, run in runs.items() if run.measure}
     tickets = {name: _round_tickets(ctx, name, len(run.history)) for name, run in measured.items()}
     rounds = ctx.config.rounds_to_measure(max((len(r.history) for r in measured.values()), default=0))
+    seen: dict[str, tuple[str, dict[str, Any]]] = {}
     for k in rounds:
         for name, run in measured.items():
             if k >= len(run.history):
                 continue
-            started = time.perf_counter()
-            ctx.log(f"measuring the {run.spec.label} ticket of round {k} (sparsity "
-                    f"{100 * run.history[k]['sparsity']:.2f}%) on the full split")
-            run.measured[k] = measure_ticket(ctx, model, tickets[name][k], name=f"measure_{name}_round{k}")
+            started, ticket, label = time.perf_counter(), tickets[name][k], f"measure_{name}_round{k}"
+            digest = _digest(ticket)
+            cache = ctx.out / "checkpoints" / f"{label}.json"
+            if digest in seen and not cache.exists():
+                first, record = seen[digest]
+                ctx.log(f"the {run.spec.label} ticket of round {k} equals {first}'s (same masks and rewind weights): "
+                        f"its measurement is reused")
+                write_json({**record, "same_ticket_as": first}, cache)
+            else:
+                ctx.log(f"measuring the {run.spec.label} ticket of round {k} (sparsity "
+                        f"{100 * run.history[k]['sparsity']:.2f}%) on the full split")
+            run.measured[k] = measure_ticket(ctx, model, ticket, name=label)
+            seen.setdefault(digest, (label, run.measured[k]))
             run.measure_s += time.perf_counter() - started
 
 
@@ -503,7 +528,8 @@ def _timing(runs: Mapping[str, FinderRun], reference: str = REFERENCE) -> dict[s
     round0 = float(any_run.history[0].get("wall_time_s") or 0.0)
     searches = {n: round(sum(float(h.get("wall_time_s") or 0.0) for h in r.history[0 if r.own_round_0 else 1:]), 1)
                 for n, r in runs.items()}
-    measures = {n: round(sum(float(m.get("wall_time_s") or 0.0) for m in r.measured.values()), 1) for n, r in runs.items()}
+    measures = {n: round(sum(float(m.get("wall_time_s") or 0.0) for m in r.measured.values() if "same_ticket_as" not in m), 1)
+                for n, r in runs.items()}  # a reused measurement took no time
     return {
         "round0_s": round(round0, 1), "search_rounds_s": searches, "measure_s": measures,
         "total_s": round(round0 + sum(searches.values()) + sum(measures.values()), 1),
