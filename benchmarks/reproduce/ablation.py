@@ -55,8 +55,9 @@ from benchmarks.reproduce.experiments import (Context, _pct, _round, _round_tick
 from benchmarks.reproduce.report import (fmt, fmt_acc, markdown_table, plot_accuracy, plot_accuracy_vs_steps,
                                          standard_error)
 
-__all__ = ["BASELINES", "DEFAULT_FINDERS", "FINDERS", "comparisons", "REFERENCE", "RULE_PREFIX", "Finder", "FinderSpec", "Source", "ablation",
-           "ablation_rows", "check_finders", "register_finder", "selection_finders"]
+__all__ = ["BASELINES", "DEFAULT_FINDERS", "FINDERS", "REFERENCE", "RULE_PREFIX", "Finder", "FinderSpec", "Source",
+           "ablation", "ablation_rows", "check_finders", "compare_finders", "comparisons", "register_finder",
+           "selection_finders"]
 
 #: The finder every other one starts from (its round 0, set sizes and steps); it always runs.
 REFERENCE = "prac"
