@@ -371,10 +371,7 @@ def ablation(ctx: Context) -> dict[str, Any]:
     """Full-data IMP, PrAC IMP, random subsets of PrAC's sizes and full data for PrAC's steps
     (or the finders of ``--finders`` / ``--selection``), from one round 0, measured and
     compared at equal cost."""
-    cfg = ctx.config
-    if cfg.preset.early_bird:
-        raise ValueError("--experiment ablation compares finders at equal optimizer steps; --early-bird would make the "
-                         "PrAC rounds' steps depend on when they stop: run it without --early-bird")
+    cfg = ctx.config  # run() has refused --early-bird, which would make the PrAC rounds' steps vary
     names = check_finders(cfg.finders or DEFAULT_FINDERS)
     model = build_model(cfg.arch, ctx.splits.num_classes, cfg.seed)
     return compare_finders(ctx, model, names, f"Ablation: {cfg.data_label}, {cfg.arch}, preset {cfg.preset.name}")
@@ -490,9 +487,10 @@ def comparisons(rows: Sequence[dict[str, Any]], n_test: int) -> list[dict[str, A
             if base == name or base not in finders or frozenset((name, base)) in pairs:
                 continue
             pairs.add(frozenset((name, base)))
-            for (finder, k), row in by.items():
+            for row in rows:
+                k = row["round"]
                 other = by.get((base, k))
-                if finder != name or k == 0 or other is None:
+                if row["finder"] != name or k == 0 or other is None:
                     continue
                 a, b = row["ticket_test_acc"], other["ticket_test_acc"]
                 if a is None or b is None:
