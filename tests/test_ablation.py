@@ -270,13 +270,14 @@ def test_measure_rounds_are_checked(value: str, message: str) -> None:
 def test_selection_adds_rule_finders_el2n_with_its_own_round_0(tiny_cifar: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["cifar10", "--experiment", "ablation", "--data-dir", str(tiny_cifar), "--out", str(out), *COMMON,
-            "--rounds", "2", "--finders", "full", "--selection", "el2n,forgetting", "--no-measure"]
+            "--rounds", "2", "--finders", "full", "--selection", "el2n,forgetting,budget", "--no-measure"]
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["finders"] == ["full", "prac-el2n", "prac-forgetting"]
+    assert results["finders"] == ["full", "prac-el2n", "prac-forgetting", "prac-budget"]
     checkpoints = out / "checkpoints"
     assert round0_epochs(checkpoints / "prac-forgetting") == 0  # took the reference's round 0
     assert round0_epochs(checkpoints / "prac-el2n") == round0_epochs(checkpoints / "prac") > 0  # trained its own
+    assert round0_epochs(checkpoints / "prac-budget") == 0  # took prac-el2n's, which recorded EL2N too
     def round0(name: str) -> list[tuple]:
         lines = [json.loads(x) for x in (checkpoints / name / "metrics.jsonl").read_text().splitlines() if x.strip()]
         return [(x.get("loss"), x.get("val_acc")) for x in lines if x.get("kind") == "epoch" and x.get("round") == 0]
@@ -285,6 +286,7 @@ def test_selection_adds_rule_finders_el2n_with_its_own_round_0(tiny_cifar: Path,
     assert results["histories"]["prac-el2n"][0]["test_acc"] == results["histories"]["full"][0]["test_acc"]
     table = (out / "table.md").read_text()
     assert "PrAC, rule el2n" in table and "PrAC, rule forgetting" in table
+    assert "PrAC, rule budget took the round 0 of PrAC, rule el2n" in table
 
 
 def test_selection_names_are_checked() -> None:

@@ -373,6 +373,23 @@ def test_start_from_across_rules(tmp_path: Path) -> None:
                     start_from=tmp_path / "budget")
     direct, _ = _sets(PrACSampler(TRAIN, seed=0, selection="el2n"))
     assert [h["set_size"] for h in el2n.history] == [h["set_size"] for h in direct.history]
+    # EL2N averaged over other epochs there: its values are not this rule's, so it is refused
+    early = ScoreRule(score="el2n", el2n_epochs=1)
+    with pytest.raises(ValueError, match=r"start_from=.*all epochs of the round \(first_epochs=None\); this one over the round's first 1 epoch"):
+        tickets.prune(mlp(), PrACSampler(TRAIN, seed=0, selection=early), checkpoint_dir=tmp_path / "e3",
+                      start_from=tmp_path / "budget", **RUN)
+
+
+@pytest.mark.parametrize("saved, loading", [(None, 2), (2, None), (1, 2)])
+def test_an_el2n_record_of_other_epochs_is_refused(saved: int | None, loading: int | None) -> None:
+    score = EL2N(6, first_epochs=saved)
+    score.observe(torch.arange(3), torch.randn(3, 4), torch.tensor([0, 1, 2]))
+    score.flush()
+    with pytest.raises(ValueError, match=f"first_epochs={loading!r}"):
+        EL2N(6, first_epochs=loading).load_state_dict(score.state_dict())
+    again = EL2N(6, first_epochs=saved)
+    again.load_state_dict(score.state_dict())  # the same epochs: restored exactly
+    torch.testing.assert_close(again.values(ScoreContext(0, 6)), score.values(ScoreContext(0, 6)), rtol=0, atol=0, equal_nan=True)
 
 
 def _own_loop(search: TicketSearch, model: nn.Module, stop_in_round: int | None = None) -> None:

@@ -118,12 +118,16 @@ class Finder:
             The same initialization and seed give the same dense network; the table counts
             the extra round 0 in the run's time, not in the finder's steps (round 0 is shared
             cost in every finder).
+        round_0_scores: with ``own_round_0``, the scores (name: options) its round 0 records:
+            a later finder whose rule needs only scores recorded there starts from its round 0
+            instead of training another (``--selection el2n,easiest,budget`` trains one).
     """
 
     sampler: Any
     options: Mapping[str, Any] = field(default_factory=dict)
     measure: bool = True
     own_round_0: bool = False
+    round_0_scores: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 FinderBuilder = Callable[[Context, "Source | None"], Finder]
@@ -235,8 +239,10 @@ def _rule_finder(rule_name: str) -> FinderBuilder:
 
         rule = resolve_rule(rule_name)
         shared = SelectionRule().scores()  # what the reference's round 0 records
-        own = any(score_class(n).needs_logits and n not in shared for n in rule.scores())
-        return Finder(PrACSampler(ctx.splits.train, seed=ctx.config.seed, selection=rule), own_round_0=own)
+        recorded = {n: o for n, o in rule.scores().items() if score_class(n).needs_logits}
+        own = any(n not in shared for n in recorded)
+        return Finder(PrACSampler(ctx.splits.train, seed=ctx.config.seed, selection=rule), own_round_0=own,
+                      round_0_scores=recorded)
 
     return build
 
@@ -293,12 +299,21 @@ class FinderRun:
     search_s: float = 0.0
     measure_s: float = 0.0
     own_round_0: bool = False
+    round_0_from: str | None = None
+
+
+def _round_0_source(finder: Finder, trained: Mapping[str, Finder]) -> str | None:
+    """The first finder of ``trained`` (finders that trained their own round 0) whose round 0
+    recorded every score ``finder``'s round 0 would record, with the same options; or None."""
+    return next((name for name, other in trained.items()
+                 if all(other.round_0_scores.get(n) == o for n, o in finder.round_0_scores.items())), None)
 
 
 def _search(ctx: Context, model: nn.Module, names: Sequence[str],
             reference: FinderSpec | None = None) -> tuple[dict[str, FinderRun], Source]:
     """Run the ``reference`` search (default: PrAC IMP), then every other finder of ``names``
-    from its round 0 (or its own, for a finder with ``own_round_0``)."""
+    from its round 0; a finder with ``own_round_0`` starts from the round 0 of an earlier one
+    that recorded its scores, or trains its own."""
     reference = reference or FINDERS[REFERENCE]
     reference_dir = ctx.out / "checkpoints" / reference.name
     runs: dict[str, FinderRun] = {}
@@ -308,18 +323,23 @@ def _search(ctx: Context, model: nn.Module, names: Sequence[str],
     ticket = find_ticket(ctx, model, finder.sampler, name=reference.name, **finder.options)
     runs[reference.name] = FinderRun(reference, ticket.history, {}, finder.measure, time.perf_counter() - started)
     source = Source(ctx, reference_dir, ticket.history)
+    trained: dict[str, Finder] = {}  # finders that trained their own round 0
     for name in names:
         if name == reference.name:
             continue
         spec, started = FINDERS[name], time.perf_counter()
         finder = spec.build(ctx, source)
+        donor = _round_0_source(finder, trained) if finder.own_round_0 else None
+        own = finder.own_round_0 and donor is None
+        start_from = None if own else reference_dir if donor is None else ctx.out / "checkpoints" / donor
         ctx.log(f"{spec.label}: its rule records scores in round 0 that the reference's does not, so it trains its own "
-                f"round 0 (the same initialization and seed: the same dense network)" if finder.own_round_0 else
-                f"{spec.label} (start_from={reference_dir}: its round 0)")
-        ticket = find_ticket(ctx, model, finder.sampler, name=name,
-                             start_from=None if finder.own_round_0 else reference_dir, **finder.options)
+                f"round 0 (the same initialization and seed: the same dense network)" if own else
+                f"{spec.label} (start_from={start_from}: its round 0)")
+        ticket = find_ticket(ctx, model, finder.sampler, name=name, start_from=start_from, **finder.options)
         runs[name] = FinderRun(spec, ticket.history, {}, finder.measure, time.perf_counter() - started,
-                               own_round_0=finder.own_round_0)
+                               own_round_0=own, round_0_from=donor)
+        if own:
+            trained[name] = finder
     order = [*FINDERS] if reference.name in FINDERS else [reference.name, *FINDERS]  # the table's order
     return {n: runs[n] for n in order if n in runs and (n in names)}, source
 
@@ -586,6 +606,8 @@ def _markdown(ctx: Context, runs: Mapping[str, FinderRun], rows: Sequence[dict[s
                    f"the same initialization and seed, since {'its rule records' if len(own) == 1 else 'their rules record'}"
                    f" scores in round 0 that the reference's does not (its wall time counts in its rounds, not in "
                    f"its steps)" if own else "")
+    own_round_0 += "".join(f"; {r.spec.label} took the round 0 of {runs[r.round_0_from].spec.label}, which recorded "
+                           f"its scores" for r in runs.values() if r.round_0_from in runs)
     measures = ", ".join(f"`{k}` {fmt(v, 0)} s" for k, v in timing["measure_s"].items() if v)
     return (
         f"# {title}\n\n"

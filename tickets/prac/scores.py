@@ -300,9 +300,25 @@ class EL2N(SampleScore):
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch_buffer": self._epoch.cpu().clone(), "total": self.total.cpu().clone(),
-                "epochs_seen": self.epochs_seen.cpu().clone(), "latest": self.latest.clone(), "epoch": self.epoch}
+                "epochs_seen": self.epochs_seen.cpu().clone(), "latest": self.latest.clone(), "epoch": self.epoch,
+                "first_epochs": self.first_epochs}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore from :meth:`state_dict`.
+
+        Raises:
+            ValueError: the state was saved for another data set, or averaged over other
+                epochs (another ``first_epochs``: its values would not be this score's).
+        """
+        if "first_epochs" in state and state["first_epochs"] != self.first_epochs:
+            def span(e: int | None) -> str:
+                return "all epochs of the round" if e is None else f"the round's first {e} epoch(s)"
+
+            raise ValueError(
+                f"the saved EL2N record averages over {span(state['first_epochs'])} (first_epochs="
+                f"{state['first_epochs']!r}); this one over {span(self.first_epochs)} (first_epochs="
+                f"{self.first_epochs!r}): its values are not this score's; record it with the same first_epochs"
+            )
         if torch.as_tensor(state["total"]).numel() != self.num_samples:
             raise ValueError(
                 f"the saved EL2N record has {torch.as_tensor(state['total']).numel()} entries; this one has "
