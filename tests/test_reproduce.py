@@ -146,3 +146,27 @@ def test_min_step_fraction_flag_reaches_the_preset() -> None:
     assert parse_args(["cifar10", "--device", "cpu"]).preset.min_step_fraction == 0.1
     config = parse_args(["cifar10", "--device", "cpu", "--min-step-fraction", "0.2"])
     assert config.preset.min_step_fraction == 0.2 and config.preset.name == "quick*"
+
+
+def test_transfer_finders_pick_the_baselines(tiny_cifar: Path, tmp_path: Path) -> None:
+    """``--finders random`` with ``--experiment transfer`` leaves out full-data IMP (no savings
+    columns), and names that need PrAC round-0 statistics are refused."""
+    from benchmarks.reproduce import parse_args
+
+    out = tmp_path / "transfer"
+    args = ["cifar10", "--preset", "smoke", "--experiment", "transfer", "--transfer-from", "res20s",
+            "--arch", "res20s", "--data-dir", str(tiny_cifar), "--out", str(out), "--quiet", "--threads", "1",
+            "--rounds", "2", "--finders", "random"]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["finders"] == ["transfer", "random"]
+    assert not (out / "checkpoints" / "full").exists()
+    assert [h["set_size"] for h in results["histories"]["random"]] == results["source"]["set_sizes"]
+    assert all(r["saved_finding"] is None for r in results["rows"])
+    for bad in ("prac", "prac-el2n", "nope"):
+        with pytest.raises(ValueError, match="cannot be compared in --experiment transfer"):
+            parse_args(["cifar10", "--device", "cpu", "--experiment", "transfer", "--finders", bad])
+    with pytest.raises(ValueError, match="--selection applies to --experiment ablation only"):
+        parse_args(["cifar10", "--device", "cpu", "--experiment", "transfer", "--selection", "el2n"])
+    with pytest.raises(ValueError, match="more than once"):
+        parse_args(["cifar10", "--device", "cpu", "--experiment", "transfer", "--finders", "random,random"])

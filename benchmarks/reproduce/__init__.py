@@ -74,9 +74,12 @@ def run(config: RunConfig, *, command: str | None = None) -> dict[str, Any]:
     if config.finders is not None:
         from benchmarks.reproduce.ablation import check_finders
 
-        if config.experiment != "ablation":
-            raise ValueError(f"finders (--finders) apply to --experiment ablation only, not {config.experiment!r}")
-        config.finders = check_finders(config.finders)
+        from benchmarks.reproduce.transfer import check_transfer_finders
+
+        if config.experiment not in ("ablation", "transfer"):
+            raise ValueError(f"finders (--finders) apply to --experiment ablation and transfer only, not "
+                             f"{config.experiment!r}")
+        config.finders = (check_finders if config.experiment == "ablation" else check_transfer_finders)(config.finders)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     from tickets.parallel import init_from_env, world
@@ -252,7 +255,8 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
                         help="normalization statistics: of the training split (default) or ImageNet's")
     parser.add_argument("--finders", default=None,
                         help="ablation: comma-separated finders to run (default full,prac,random,same-steps; the PrAC "
-                        "search always runs, the others start from its round 0)")
+                        "search always runs, the others start from its round 0); transfer: the finders the "
+                        "transferred sets are compared with (default full,random; also same-steps)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--measure", action=argparse.BooleanOptionalAction, default=True,
                         help="retrain the PrAC tickets on the full split to measure them (default); --no-measure reports the searches only")
@@ -327,12 +331,16 @@ def _rounds(value: str | None) -> tuple[int, ...] | None:
 
 
 def _finders(value: str | None, experiment: str, selection: str | None = None) -> tuple[str, ...] | None:
-    """``--finders a,b,c`` and ``--selection r1,r2`` checked (known names, no repeats; ablation
-    only): the finders to run, or None (the default four)."""
+    """``--finders a,b,c`` and ``--selection r1,r2`` checked (known names, no repeats; ablation,
+    and ``--finders`` for transfer): the finders to run, or None (the experiment's default)."""
     if value is None and selection is None:
         return None
     from benchmarks.reproduce.ablation import DEFAULT_FINDERS, check_finders, selection_finders
 
+    if experiment == "transfer" and selection is None:
+        from benchmarks.reproduce.transfer import check_transfer_finders
+
+        return check_transfer_finders(value.split(","))
     if experiment != "ablation":
         flag = "--finders" if value is not None else "--selection"
         raise ValueError(f"{flag} applies to --experiment ablation only, not {experiment!r} (the ablation compares a "

@@ -191,7 +191,9 @@ class RunConfig:
         folder: for ``dataset="folder"``, how the folder is read (None = the defaults);
             must be None for the built-in data sets.
         finders: for ``experiment="ablation"``, the finders to run and compare (names of
-            ``benchmarks.reproduce.ablation.FINDERS``); None = its default four.
+            ``benchmarks.reproduce.ablation.FINDERS``); None = its default four. For
+            ``experiment="transfer"``, the finders the transferred sets are compared with
+            (``benchmarks.reproduce.transfer.TRANSFER_CHOICES``); None = full and random.
         measure_rounds: which rounds' tickets to measure (each >= 1), in that order (round-major
             across finders, so that a run cut short still compares every finder at the first
             rounds); None = every round >= 1. Measuring is the costliest part of a comparison

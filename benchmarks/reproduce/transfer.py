@@ -8,6 +8,8 @@
 3. From its round 0, the target also runs full-data IMP (``full``) and IMP on class-stratified
    random subsets of the same sizes (``random``: the same optimizer steps), so that the
    transferred sets are judged against random sets of equal cost, not only against full IMP.
+   ``--finders`` picks others among :data:`TRANSFER_CHOICES` (``--finders random`` leaves out
+   full-data IMP, the costliest search; the table then has no savings columns).
 
 The transferred and random tickets are measured on the full split like the ablation's
 (``--measure-rounds`` picks the rounds); the table, ``results.json`` and plots have the
@@ -22,10 +24,39 @@ from typing import Any
 from benchmarks.reproduce.ablation import Finder, FinderSpec, Source, compare_finders
 from benchmarks.reproduce.experiments import Context, build_model, find_ticket, register_experiment
 
-__all__ = ["TRANSFER_FINDERS", "transfer"]
+__all__ = ["TRANSFER_FINDERS", "TRANSFER_CHOICES", "check_transfer_finders", "transfer"]
 
-#: The finders the transferred sets are compared with (each from the target's round 0).
+#: The finders the transferred sets are compared with by default (each from the target's round 0).
 TRANSFER_FINDERS: tuple[str, ...] = ("full", "random")
+#: The finders ``--finders`` may name with ``--experiment transfer``: those that need only the
+#: reference search's set sizes and steps (the PrAC finders need round-0 statistics that a
+#: replayed source set does not record).
+TRANSFER_CHOICES: tuple[str, ...] = ("full", "random", "same-steps")
+
+
+def check_transfer_finders(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``--finders`` for ``--experiment transfer`` checked: at least one of
+    :data:`TRANSFER_CHOICES`, no repeats; returned in the ablation table's order. The
+    transferred sets' finder (``transfer``) always runs and may be named too.
+
+    Raises:
+        ValueError: an empty list, a name outside :data:`TRANSFER_CHOICES` (``transfer``
+            aside), or a repeated name.
+    """
+    from benchmarks.reproduce.ablation import FINDERS
+
+    names = [n.strip() for n in names if n.strip() and n.strip() != "transfer"]
+    unknown = [n for n in names if n not in TRANSFER_CHOICES]
+    if unknown:
+        raise ValueError(f"finder(s) {unknown} cannot be compared in --experiment transfer; valid: "
+                         f"{','.join(TRANSFER_CHOICES)} (the transferred sets' finder always runs)")
+    if not names:
+        raise ValueError(f"--finders for --experiment transfer needs at least one of {','.join(TRANSFER_CHOICES)} "
+                         f"to compare the transferred sets with")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"finder(s) {repeated} given more than once in --finders")
+    return tuple(n for n in FINDERS if n in names)
 
 
 def _replay_source(ctx: Context, source: Source | None) -> Finder:
@@ -54,7 +85,7 @@ def transfer(ctx: Context) -> dict[str, Any]:
     )
     title = f"PrAC set transfer {source_arch} -> {cfg.arch}: {cfg.data_label}, preset {cfg.preset.name}"
     model = build_model(cfg.arch, ctx.splits.num_classes, cfg.seed)
-    results = compare_finders(ctx, model, ("transfer", *TRANSFER_FINDERS), title, reference)
+    results = compare_finders(ctx, model, ("transfer", *(cfg.finders or TRANSFER_FINDERS)), title, reference)
     source_steps = sum(int(h["steps"]) for h in source.history)
     sizes = [int(h["set_size"]) for h in source.history]
     note = (f"\nThe PrAC sets came from PrAC IMP with `{source_arch}` ({source_steps:,} steps, not counted above; "
